@@ -1,0 +1,135 @@
+"""The ``fedge`` command line: one console script, a subcommand per job.
+
+Each subcommand imports only what it needs, so ``fedge train`` runs where TensorFlow is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedge.errors import FedgeError
+
+
+def _models_list(_: argparse.Namespace) -> int:
+    from models.zoo import ZOO
+
+    for spec in ZOO.values():
+        print(f"{spec.name:18} {spec.description}")
+    return 0
+
+
+def _models_export(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from models.export import export_plan
+
+    exported = export_plan(args.name, Path(args.out), seed=args.seed)
+    manifest = exported.manifest
+    print(
+        f"wrote {exported.plan_path} ({manifest.plan_bytes:,} bytes, sha256 {manifest.plan_sha256})"
+    )
+    print(f"wrote {exported.manifest_path} ({manifest.num_params:,} parameters)")
+    print(f"wrote {exported.weights_path} (initial weights)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from device_sdk import LocalTrainingConfig, PlanRunner, evaluate, train_locally
+    from fedge.wire import decode_vector
+    from simulator import datasets
+
+    plan_path = Path(args.plan)
+    runner = PlanRunner.from_files(plan_path, num_threads=args.threads)
+    manifest = runner.manifest
+    weights = decode_vector(
+        (plan_path.parent / manifest.initial_weights_file).read_bytes(),
+        expected_length=manifest.num_params,
+    )
+    rng = np.random.default_rng(args.seed)
+    train, test = datasets.train_test_split(
+        datasets.load(args.dataset), test_size=args.test_size, rng=rng
+    )
+    hp = manifest.hparams
+    config = LocalTrainingConfig(
+        epochs=1,
+        batch_size=args.batch_size or hp.batch_size,
+        learning_rate=args.learning_rate if args.learning_rate is not None else hp.learning_rate,
+        momentum=args.momentum if args.momentum is not None else hp.momentum,
+    )
+    print(
+        f"training {manifest.name} on-device ({runner.runtime}) on {args.dataset}: "
+        f"{len(train)} train / {len(test)} test examples, {args.epochs} epochs, "
+        f"batch {config.batch_size}, lr {config.learning_rate}, momentum {config.momentum}"
+    )
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        result = train_locally(
+            runner, base_weights=weights, x=train.x, y=train.y, config=config, rng=rng
+        )
+        weights = weights + result.delta
+        runner.set_weights(weights)
+        ev = evaluate(runner, test.x, test.y)
+        seconds = result.metrics["seconds"]
+        history.append({"epoch": epoch, "test_accuracy": ev.accuracy, "seconds": seconds})
+        print(
+            f"epoch {epoch}: train loss {result.metrics['train_loss']:.4f}  "
+            f"test loss {ev.loss:.4f}  test accuracy {ev.accuracy:.4f}  ({seconds:.1f} s)"
+        )
+    print(f"test accuracy: {history[-1]['test_accuracy']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"plan": manifest.name, "history": history}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fedge`` and its subcommands."""
+    parser = argparse.ArgumentParser(prog="fedge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="the model zoo and its training plans")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    models_commands.add_parser("list", help="list zoo models").set_defaults(run=_models_list)
+    export = models_commands.add_parser(
+        "export", help="export NAME to DIR/NAME.tflite + NAME.json + NAME.weights"
+    )
+    export.add_argument("name")
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    export.set_defaults(run=_models_export)
+
+    train = commands.add_parser(
+        "train", help="train a plan centrally through the device runtime and report accuracy"
+    )
+    train.add_argument("--plan", required=True, help="path to NAME.tflite (manifest beside it)")
+    train.add_argument("--dataset", default="mnist")
+    train.add_argument("--epochs", type=int, default=6)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--momentum", type=float)
+    train.add_argument("--test-size", type=int, default=1000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    train.add_argument("--json", help="also write the history to this JSON file")
+    train.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fedge``; errors Fedge raises on purpose print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (FedgeError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"fedge: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

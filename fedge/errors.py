@@ -1,0 +1,18 @@
+"""Errors of the shared contract.
+
+FedgeError
+├── WireFormatError      bytes that are not a valid Fedge weight vector
+└── ManifestError        a plan manifest that is malformed or does not match its plan
+"""
+
+
+class FedgeError(Exception):
+    """Root of every error Fedge raises on purpose."""
+
+
+class WireFormatError(FedgeError, ValueError):
+    """Bytes that do not decode to the weight vector they claim to be."""
+
+
+class ManifestError(FedgeError, ValueError):
+    """A plan manifest that is malformed, or that does not describe the plan beside it."""

@@ -1,0 +1,1 @@
+"""Simulator: population model, virtual clock, data partitioning and reports."""
