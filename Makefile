@@ -37,7 +37,7 @@ test: install $(TFLITE_STAMP) lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy fedge device_sdk
+	$(VENV)/bin/mypy fedge device_sdk coordinator
 	$(VENV)/bin/lint-imports
 
 format: install

@@ -87,6 +87,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coordinator_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    # Flags become FEDGE_* variables: each worker process builds its Settings from them.
+    for flag, variable in (("db", "FEDGE_DB_URL"), ("admin_token", "FEDGE_ADMIN_TOKEN")):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[variable] = value
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(
+        "coordinator.api.main:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedge`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fedge", description=__doc__.splitlines()[0])
@@ -117,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="interpreter threads")
     train.add_argument("--json", help="also write the history to this JSON file")
     train.set_defaults(run=_train)
+
+    coordinator = commands.add_parser("coordinator", help="the coordinator service")
+    coordinator_commands = coordinator.add_subparsers(dest="coordinator_command", required=True)
+    serve = coordinator_commands.add_parser("serve", help="serve the device and admin APIs")
+    serve.add_argument("--db", help="SQLAlchemy URL (default sqlite:///fedge.db, or FEDGE_DB_URL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--admin-token", help="admin API token (or FEDGE_ADMIN_TOKEN)")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_coordinator_serve)
     return parser
 
 

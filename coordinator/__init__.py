@@ -1,0 +1,1 @@
+"""Coordinator: the FastAPI service that registers devices, leases tasks and aggregates updates."""

@@ -1,0 +1,97 @@
+"""A streaming weighted sum of update deltas: O(model size) memory, however many updates.
+
+Updates arrive one at a time (the service streams them from stored blobs), so the sum is
+folded in as they come, never stacked, unlike Flower's list-based ``aggregate``. The running sum
+is kept in float64: a float32 sum of thousands of updates loses the low bits of each, and the
+result would depend on arrival order. Only the mean is rounded back to float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from coordinator.aggregation.errors import AggregationError
+
+FloatArray = npt.NDArray[np.float32]
+SumArray = npt.NDArray[np.float64]
+ArrayT = TypeVar("ArrayT", bound=npt.NDArray[Any])
+
+
+def check_vector(vector: FloatArray, *, num_params: int, what: str = "delta") -> None:
+    """Refuse anything but a finite 1-D float32 vector of ``num_params`` elements."""
+    if not isinstance(vector, np.ndarray):
+        raise AggregationError(f"{what} must be a numpy array, got {type(vector).__name__}")
+    if vector.dtype != np.float32:
+        raise AggregationError(f"{what} must be float32, got {vector.dtype}")
+    if vector.shape != (num_params,):
+        raise AggregationError(
+            f"{what} has shape {vector.shape}, expected ({num_params},) for this model"
+        )
+    if not np.isfinite(vector).all():
+        bad = int(np.size(vector) - np.count_nonzero(np.isfinite(vector)))
+        raise AggregationError(f"{what} has {bad} non-finite (NaN or Inf) values")
+
+
+def check_weight(weight: float) -> None:
+    """Refuse a weight that is not finite and strictly positive."""
+    if not (math.isfinite(weight) and weight > 0):
+        raise AggregationError(f"weight must be finite and > 0, got {weight}")
+
+
+def read_only(array: ArrayT) -> ArrayT:
+    """The array, made read-only: arrays inside a frozen state must not be edited in place."""
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class AccumulatorState:
+    """Σ wᵢΔᵢ (``total``, float64), Σ wᵢ (``weight``) and the number of updates folded in.
+
+    Plain arrays and scalars, so the service can persist it between requests or restarts.
+    """
+
+    total: SumArray
+    weight: float
+    count: int
+
+    @property
+    def num_params(self) -> int:
+        """Length of the model's weight vector."""
+        return int(self.total.shape[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightedSum:
+    """Weighted mean of deltas, computed streaming: ``start``, then ``add`` each, then ``mean``.
+
+    Each ``add`` returns a new state and leaves the old one untouched (TFF's measured process:
+    state in, state out), so a failed write can retry from the state it had.
+    """
+
+    def start(self, num_params: int) -> AccumulatorState:
+        """An empty sum for a model of ``num_params`` weights."""
+        if num_params < 1:
+            raise ValueError(f"num_params must be >= 1, got {num_params}")
+        total = read_only(np.zeros(num_params, dtype=np.float64))
+        return AccumulatorState(total=total, weight=0.0, count=0)
+
+    def add(self, state: AccumulatorState, delta: FloatArray, *, weight: float) -> AccumulatorState:
+        """Fold in ``weight × delta``; ``delta`` must be finite float32 of the model's length."""
+        check_vector(delta, num_params=state.num_params)
+        check_weight(weight)
+        total = read_only(state.total + np.multiply(delta, weight, dtype=np.float64))
+        return AccumulatorState(
+            total=total, weight=state.weight + float(weight), count=state.count + 1
+        )
+
+    def mean(self, state: AccumulatorState) -> FloatArray:
+        """Σ wᵢΔᵢ / Σ wᵢ as float32; an empty sum has no mean and raises."""
+        if state.count == 0:
+            raise AggregationError("no updates were added, so there is no mean to take")
+        return (state.total / state.weight).astype(np.float32)

@@ -1,0 +1,26 @@
+"""Errors raised while aggregating updates.
+
+FedgeError (fedge.errors)
+└── AggregationError (also a ValueError)   an update or a state that cannot be aggregated
+    └── StaleUpdateError                   an update based on a version older than allowed
+
+Bad *configuration* (a negative learning rate, an unknown optimizer name) raises a plain
+``ValueError`` when the object is built: that is a deployment mistake, not a device's.
+"""
+
+from fedge.errors import FedgeError
+
+
+class AggregationError(FedgeError, ValueError):
+    """An update or an aggregation state that cannot be used; the message says what is wrong."""
+
+
+class StaleUpdateError(AggregationError):
+    """An update trained on a global version more than ``max_staleness`` versions old."""
+
+    def __init__(self, staleness: int, max_staleness: int) -> None:
+        super().__init__(
+            f"update is {staleness} versions stale; at most {max_staleness} are accepted"
+        )
+        self.staleness = staleness
+        self.max_staleness = max_staleness

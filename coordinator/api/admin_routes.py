@@ -1,0 +1,122 @@
+"""The admin API (its own token, never a device's): blobs, plans, jobs, versions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from coordinator.api.deps import Admin, AppClock, AppSettings, Sessions
+from coordinator.api.limits import read_body
+from coordinator.api.schemas import (
+    BlobReceipt,
+    JobCreate,
+    JobView,
+    PlanCreate,
+    PlanView,
+    VersionView,
+)
+from coordinator.blobs import put_blob
+from coordinator.db.models import Job, Plan, Version
+from coordinator.db.session import transaction
+from coordinator.services import jobs, plans
+from fedge.wire import MEDIA_TYPE
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
+
+
+@router.put("/blobs", status_code=201)
+async def upload_blob(
+    request: Request, sessions: Sessions, clock: AppClock, settings: AppSettings
+) -> BlobReceipt:
+    """Store bytes (a plan, initial weights) under their sha256."""
+    data = await read_body(request, settings.max_body_bytes)
+    with transaction(sessions) as session:
+        digest = put_blob(session, data, now=clock.now())
+    return BlobReceipt(sha256=digest, size=len(data))
+
+
+@router.post("/plans", status_code=201)
+def register_plan(body: PlanCreate, sessions: Sessions, clock: AppClock) -> PlanView:
+    """Register a plan from uploaded blobs; its manifest must match them."""
+    with transaction(sessions) as session:
+        plan = plans.register_plan(
+            session,
+            manifest=body.manifest,
+            plan_sha256=body.plan_sha256,
+            initial_weights_sha256=body.initial_weights_sha256,
+            now=clock.now(),
+        )
+        return _plan_view(plan)
+
+
+@router.post("/jobs", status_code=201)
+def create_job(body: JobCreate, sessions: Sessions, clock: AppClock) -> JobView:
+    """Create a running training job; version 0 is the plan's initial weights."""
+    with transaction(sessions) as session:
+        return _job_view(jobs.create_job(session, body, now=clock.now()))
+
+
+@router.get("/jobs")
+def list_jobs(sessions: Sessions) -> list[JobView]:
+    """Every job."""
+    with transaction(sessions) as session:
+        return [_job_view(job) for job in jobs.list_jobs(session)]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, sessions: Sessions) -> JobView:
+    """One job."""
+    with transaction(sessions) as session:
+        return _job_view(jobs.get_job(session, job_id))
+
+
+@router.post("/jobs/{job_id}/{action}")
+def change_status(job_id: int, action: jobs.Action, sessions: Sessions) -> JobView:
+    """Pause, resume or stop a job."""
+    with transaction(sessions) as session:
+        return _job_view(jobs.change_status(session, job_id, action))
+
+
+@router.get("/jobs/{job_id}/versions")
+def list_versions(job_id: int, sessions: Sessions) -> list[VersionView]:
+    """A job's global versions with the measurements of the steps that made them."""
+    with transaction(sessions) as session:
+        return [_version_view(v) for v in jobs.list_versions(session, job_id)]
+
+
+@router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)
+def version_weights(job_id: int, number: int, sessions: Sessions) -> Response:
+    """Any version's weights in the binary wire format."""
+    with transaction(sessions) as session:
+        data = jobs.version_weights(session, job_id, number)
+    return Response(content=data, media_type=MEDIA_TYPE)
+
+
+def _plan_view(plan: Plan) -> PlanView:
+    return PlanView(
+        id=plan.id, name=plan.name, plan_sha256=plan.plan_sha256, num_params=plan.num_params
+    )
+
+
+def _job_view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        name=job.name,
+        plan_id=job.plan_id,
+        mode=job.mode.value,
+        status=job.status.value,
+        current_version=job.current_version,
+        config=jobs.job_config(job),
+    )
+
+
+def _version_view(version: Version) -> VersionView:
+    return VersionView(
+        number=version.number,
+        weights_sha256=version.weights_sha256,
+        created_at=version.created_at,
+        num_updates=version.num_updates,
+        num_examples=version.num_examples,
+        mean_staleness=version.mean_staleness,
+        update_norm_mean=version.update_norm_mean,
+        update_norm_var=version.update_norm_var,
+    )

@@ -1,0 +1,104 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from coordinator.api import admin_routes, device_routes
+from coordinator.db.migrate import upgrade
+from coordinator.db.session import make_engine, make_session_factory
+from coordinator.errors import CoordinatorError, RateLimited
+from coordinator.ratelimit import RateLimiter
+from coordinator.services.maintenance import sweep
+from coordinator.settings import Settings
+from fedge.clock import Clock, SystemClock
+
+log = logging.getLogger("fedge.coordinator")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    background_sweep: bool = True,
+) -> FastAPI:
+    """Build the service; the database schema is upgraded to the latest migration at start-up."""
+    clock = clock or SystemClock()
+    engine = engine or make_engine(settings.db_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upgrade(engine)
+        task = asyncio.create_task(_sweep_forever(app)) if background_sweep else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="Fedge coordinator",
+        version="1",
+        description="Federated learning for fleets of edge devices: device protocol and admin API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.engine = engine
+    app.state.sessions = make_session_factory(engine)
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    if settings.admin_token is not None:
+        app.state.admin_token = settings.admin_token.get_secret_value()
+    else:
+        app.state.admin_token = secrets.token_urlsafe(32)
+        log.warning("no FEDGE_ADMIN_TOKEN set; this run's admin token: %s", app.state.admin_token)
+    app.include_router(device_routes.router)
+    app.include_router(admin_routes.router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.exception_handler(CoordinatorError)
+    async def _domain_error(_: Request, error: CoordinatorError) -> JSONResponse:
+        headers = {}
+        if isinstance(error, RateLimited):
+            headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        return JSONResponse(
+            status_code=error.status_code,
+            content={"error": error.reason, "message": error.message},
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return JSONResponse(
+            status_code=422, content={"error": "invalid_request", "message": problems}
+        )
+
+    return app
+
+
+async def _sweep_forever(app: FastAPI) -> None:
+    """Expire silent leases and overdue rounds, so nothing waits on a dead device."""
+    settings: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.expiry_sweep_seconds)
+        try:
+            await asyncio.to_thread(sweep, app.state.sessions, now=app.state.clock.now())
+        except Exception:  # keep sweeping; a failed sweep is retried on the next tick
+            log.exception("lease sweep failed")

@@ -1,0 +1,81 @@
+"""Request dependencies, defined once as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.db.models import Device
+from coordinator.db.session import transaction
+from coordinator.errors import Forbidden, Unauthorized
+from coordinator.ratelimit import RateLimiter
+from coordinator.services import devices
+from coordinator.settings import Settings
+from fedge.clock import Clock
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    return factory
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+    return token.strip()
+
+
+Sessions = Annotated[sessionmaker[Session], Depends(_sessions)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+AppClock = Annotated[Clock, Depends(_clock)]
+BearerToken = Annotated[str, Depends(_bearer)]
+
+
+def _device_id(request: Request, token: BearerToken, sessions: Sessions, clock: AppClock) -> str:
+    """Authenticate a device and charge its rate limit; the admin token is not a device."""
+    if _is_admin_token(request, token):
+        raise Forbidden("the admin token cannot act as a device")
+    with transaction(sessions) as session:
+        device = devices.authenticate(session, token, now=clock.now())
+        device_id = device.id
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.charge(device_id, now=clock.now())
+    return device_id
+
+
+def _admin(request: Request, token: BearerToken) -> None:
+    if not _is_admin_token(request, token):
+        raise Forbidden("this endpoint needs the admin token")
+
+
+def _is_admin_token(request: Request, token: str) -> bool:
+    expected: str = request.app.state.admin_token
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+DeviceId = Annotated[str, Depends(_device_id)]
+Admin = Depends(_admin)
+
+
+def load_device(session: Session, device_id: str) -> Device:
+    """The authenticated device inside the caller's transaction."""
+    device = session.get(Device, device_id)
+    if device is None:  # deleted between authentication and now
+        raise Unauthorized("unknown device")
+    return device

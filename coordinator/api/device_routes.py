@@ -1,0 +1,150 @@
+"""The device protocol, versioned under ``/v1``: register, check in, download, upload, abort."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from coordinator.api.deps import AppClock, AppSettings, DeviceId, Sessions, load_device
+from coordinator.api.limits import read_body
+from coordinator.api.schemas import (
+    AbortRequest,
+    CheckInRequest,
+    CheckInResponse,
+    RegisterRequest,
+    RegisterResponse,
+    UploadReceipt,
+)
+from coordinator.blobs import get_blob
+from coordinator.db.session import transaction
+from coordinator.errors import BadRequest, CoordinatorError, NotFound
+from coordinator.services import devices, jobs, leasing, updates
+from fedge.wire import MEDIA_TYPE
+
+router = APIRouter(prefix="/v1", tags=["devices"])
+
+
+@router.post("/devices", status_code=201)
+def register(body: RegisterRequest, sessions: Sessions, clock: AppClock) -> RegisterResponse:
+    """Register a device. The token in the answer is shown once: keep it secret."""
+    with transaction(sessions) as session:
+        device_id, token = devices.register(
+            session, runtime=body.runtime, sdk_version=body.sdk_version, now=clock.now()
+        )
+    return RegisterResponse(device_id=device_id, token=token)
+
+
+@router.post("/check-in")
+def check_in(
+    body: CheckInRequest,
+    device_id: DeviceId,
+    sessions: Sessions,
+    clock: AppClock,
+    settings: AppSettings,
+) -> CheckInResponse:
+    """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
+    with transaction(sessions) as session:
+        device = load_device(session, device_id)
+        return leasing.check_in(session, device, body, now=clock.now(), settings=settings)
+
+
+@router.get("/plans/{plan_sha256}", response_class=Response)
+def download_plan(
+    plan_sha256: str,
+    _: DeviceId,
+    sessions: Sessions,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The plan's ``.tflite`` bytes. Immutable: cache by ETag (its sha256)."""
+    return _immutable(sessions, plan_sha256, "application/octet-stream", if_none_match)
+
+
+@router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)
+def download_weights(
+    job_id: int,
+    number: int,
+    _: DeviceId,
+    sessions: Sessions,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A global version's weights in the binary wire format. Immutable: cache by ETag."""
+    with transaction(sessions) as session:
+        digest = jobs.get_version(session, job_id, number).weights_sha256
+    return _immutable(sessions, digest, MEDIA_TYPE, if_none_match)
+
+
+@router.put("/leases/{lease_id}/update")
+async def upload_update(
+    lease_id: str,
+    request: Request,
+    device_id: DeviceId,
+    sessions: Sessions,
+    clock: AppClock,
+    settings: AppSettings,
+    x_fedge_base_version: Annotated[int, Header(description="version the update was trained from")],
+    x_fedge_num_examples: Annotated[int, Header(description="local examples trained on")],
+    x_fedge_metrics: Annotated[str, Header(description="JSON object of local metrics")] = "{}",
+) -> UploadReceipt:
+    """Upload a weight delta (binary wire format). Idempotent per lease: a retry counts once."""
+    body = await read_body(request, settings.max_body_bytes)
+    metrics = _metrics(x_fedge_metrics)
+
+    def accept() -> UploadReceipt:
+        now = clock.now()
+        try:
+            with transaction(sessions) as session:
+                return updates.upload(
+                    session,
+                    load_device(session, device_id),
+                    lease_id,
+                    body,
+                    base_version=x_fedge_base_version,
+                    num_examples=x_fedge_num_examples,
+                    metrics=metrics,
+                    now=now,
+                )
+        except CoordinatorError as error:
+            updates.record_rejection(
+                sessions, error, device_id=device_id, lease_id=lease_id, now=now
+            )
+            raise
+
+    return await run_in_threadpool(accept)
+
+
+@router.post("/leases/{lease_id}/abort", status_code=204, response_class=Response)
+def abort(
+    lease_id: str, body: AbortRequest, device_id: DeviceId, sessions: Sessions, clock: AppClock
+) -> Response:
+    """Give up a task (battery, user activity, error…): its slot frees at once."""
+    with transaction(sessions) as session:
+        leasing.abort(
+            session, load_device(session, device_id), lease_id, reason=body.reason, now=clock.now()
+        )
+    return Response(status_code=204)
+
+
+def _immutable(sessions: Any, digest: str, media_type: str, if_none_match: str | None) -> Response:
+    etag = f'"{digest}"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    with transaction(sessions) as session:
+        try:
+            data = get_blob(session, digest)
+        except NotFound:
+            raise NotFound(f"nothing stored under {digest}") from None
+    return Response(content=data, media_type=media_type, headers=headers)
+
+
+def _metrics(raw: str) -> dict[str, Any]:
+    try:
+        metrics = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"X-Fedge-Metrics is not valid JSON: {exc}") from exc
+    if not isinstance(metrics, dict) or len(raw) > 4096:
+        raise BadRequest("X-Fedge-Metrics must be a JSON object of at most 4 KiB")
+    return metrics

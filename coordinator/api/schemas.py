@@ -1,0 +1,229 @@
+"""Pydantic models at the HTTP edge: request bodies, answers, job configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error: a typo in a config must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+class RegisterRequest(Strict):
+    """What a device says about itself when it registers."""
+
+    runtime: str = Field("", max_length=64, description="TFLite runtime, e.g. ai_edge_litert")
+    sdk_version: str = Field("", max_length=32)
+
+
+class RegisterResponse(BaseModel):
+    """A device id and the bearer token the device must present from now on."""
+
+    device_id: str
+    token: str
+
+
+class CheckInRequest(Strict):
+    """Eligibility facts a device reports at check-in (Bonawitz et al. 2019, §2)."""
+
+    charging: bool = True
+    idle: bool = True
+    unmetered: bool = True
+    free_memory_mb: float = Field(1024.0, ge=0)
+    num_examples: int = Field(..., ge=0, description="local examples available for training")
+    runtime: str = Field("", max_length=64)
+    sdk_version: str = Field("", max_length=32)
+
+
+class TaskHyperParameters(BaseModel):
+    """Local training hyper-parameters handed to the device with a task."""
+
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    momentum: float
+    mu: float = Field(description="FedProx proximal term (Li et al., MLSys 2020); 0 = FedAvg")
+
+
+class Task(BaseModel):
+    """A lease on one unit of work: train plan P from version V, upload before the deadline."""
+
+    lease_id: str
+    job_id: int
+    plan_sha256: str
+    plan_url: str
+    global_version: int
+    weights_url: str
+    weights_sha256: str
+    hparams: TaskHyperParameters
+    deadline: float = Field(description="clock seconds; an upload after it is refused")
+    round: int | None = None
+
+
+class RetryWindow(BaseModel):
+    """Come back after a uniformly jittered delay in ``[min, max]`` seconds (pace steering)."""
+
+    min: float
+    max: float
+    reason: str
+
+
+class CheckInResponse(BaseModel):
+    """Either a task or a retry window, never both."""
+
+    task: Task | None = None
+    retry: RetryWindow | None = None
+
+
+class UploadReceipt(BaseModel):
+    """The coordinator's answer to an upload."""
+
+    status: Literal["accepted", "already_accepted"]
+    lease_id: str
+    global_version: int = Field(description="the current global version after this upload")
+    staleness: int
+    clipped: bool = False
+
+
+class AbortRequest(Strict):
+    """Why a device gave up its task."""
+
+    reason: Literal["battery", "user_activity", "not_eligible", "error", "timeout", "other"]
+    detail: str = Field("", max_length=500)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: a machine-readable reason and a message a person can act on."""
+
+    error: str
+    message: str
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class PopulationConfig(Strict):
+    """Who may train: eligibility requirements and population policies."""
+
+    min_examples: int = Field(1, ge=1)
+    min_separation_seconds: float = Field(
+        0.0, ge=0, description="least time between two contributions of one device"
+    )
+    require_charging: bool = True
+    require_idle: bool = True
+    require_unmetered: bool = True
+    min_free_memory_mb: float = Field(0.0, ge=0)
+
+
+class AggregationConfig(Strict):
+    """How updates become versions."""
+
+    mode: Literal["async", "sync"] = "async"
+    # Asynchronous (FedBuff, Nguyen et al., AISTATS 2022)
+    concurrency: int = Field(100, ge=1, description="most leases out at once (C)")
+    buffer_size: int = Field(10, ge=1, description="accepted updates per new version (K)")
+    max_staleness: int = Field(20, ge=0)
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_exponent: float = Field(0.5, ge=0)
+    hinge_a: float = Field(10.0, gt=0)
+    hinge_b: int = Field(4, ge=0)
+    # Synchronous (FedAvg rounds, Bonawitz et al., SysML 2019)
+    target: int = Field(10, ge=1, description="reports that close a round")
+    minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
+    over_selection: float = Field(1.3, ge=1.0)
+    round_seconds: float = Field(600.0, gt=0, description="reporting deadline of a round")
+    # Server optimizer (Reddi et al., ICLR 2021)
+    server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
+    server_learning_rate: float = Field(1.0, gt=0)
+    server_momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+    # Update checks
+    max_update_norm: float | None = Field(None, gt=0)
+    norm_policy: Literal["clip", "reject"] = "reject"
+
+    @model_validator(mode="after")
+    def _minimum_within_target(self) -> AggregationConfig:
+        if self.minimum is not None and self.minimum > self.target:
+            raise ValueError(f"minimum ({self.minimum}) exceeds target ({self.target})")
+        return self
+
+
+class TaskConfig(Strict):
+    """Local training settings; unset fields take the plan's defaults."""
+
+    local_epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    mu: float | None = Field(None, ge=0)
+    lease_seconds: float = Field(600.0, gt=0, description="time a device has to upload")
+
+
+class JobCreate(Strict):
+    """An admin's request for a new training job."""
+
+    name: str = Field(..., min_length=1, max_length=128)
+    plan_id: int
+    aggregation: AggregationConfig = AggregationConfig()
+    population: PopulationConfig = PopulationConfig()
+    task: TaskConfig = TaskConfig()
+    max_versions: int | None = Field(None, ge=1, description="stop after this many versions")
+
+
+class JobView(BaseModel):
+    """A job as the admin API shows it."""
+
+    id: int
+    name: str
+    plan_id: int
+    mode: str
+    status: str
+    current_version: int
+    config: JobCreate
+
+
+class PlanCreate(Strict):
+    """Register a plan whose bytes were uploaded as blobs first."""
+
+    manifest: dict[str, object]
+    plan_sha256: str = Field(..., pattern="^[0-9a-f]{64}$")
+    initial_weights_sha256: str = Field(..., pattern="^[0-9a-f]{64}$")
+
+
+class PlanView(BaseModel):
+    """A registered plan."""
+
+    id: int
+    name: str
+    plan_sha256: str
+    num_params: int
+
+
+class VersionView(BaseModel):
+    """A global version and the measurements of the step that produced it."""
+
+    number: int
+    weights_sha256: str
+    created_at: float
+    num_updates: int
+    num_examples: int
+    mean_staleness: float
+    update_norm_mean: float
+    update_norm_var: float
+    round: int | None = None
+
+
+class BlobReceipt(BaseModel):
+    """Where uploaded bytes now live."""
+
+    sha256: str
+    size: int

@@ -1,0 +1,1 @@
+"""Persistence: the typed ORM, engine and session factory, migrations."""

@@ -1,0 +1,110 @@
+"""Domain errors of the coordinator; one handler maps each to an HTTP status and a message.
+
+FedgeError (fedge.errors)
+└── CoordinatorError            500 only if raised bare (a bug)
+    ├── BadRequest              400 malformed or inconsistent input
+    │   └── InvalidUpdate       400 an update that cannot be aggregated (shape, NaN, norm)
+    ├── Unauthorized            401 missing or unknown token
+    ├── Forbidden               403 acting as someone else
+    ├── NotFound                404 unknown job, lease, plan, version, blob
+    ├── Conflict                409 a state that forbids the request
+    │   ├── LeaseClosed         409 expired, aborted or already used lease
+    │   ├── StaleUpdate         409 base version too old (async) or round moved on (sync)
+    │   └── WrongBaseVersion    409 an update built on a version the lease did not hand out
+    ├── PayloadTooLarge         413 body over the configured limit
+    └── RateLimited             429 too many requests from one device (Retry-After)
+"""
+
+from __future__ import annotations
+
+from fedge.errors import FedgeError
+
+
+class CoordinatorError(FedgeError):
+    """Root of the coordinator's domain errors."""
+
+    status_code = 500
+    reason = "internal"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class BadRequest(CoordinatorError):
+    """Malformed or inconsistent input."""
+
+    status_code = 400
+    reason = "bad_request"
+
+
+class InvalidUpdate(BadRequest):
+    """An update that cannot be aggregated: wrong length, NaN/Inf, norm above the bound."""
+
+    reason = "invalid_update"
+
+
+class Unauthorized(CoordinatorError):
+    """A missing, malformed or unknown bearer token."""
+
+    status_code = 401
+    reason = "unauthorized"
+
+
+class Forbidden(CoordinatorError):
+    """A device acting as another device, or a device token on the admin API."""
+
+    status_code = 403
+    reason = "forbidden"
+
+
+class NotFound(CoordinatorError):
+    """An unknown job, lease, plan, version or blob."""
+
+    status_code = 404
+    reason = "not_found"
+
+
+class Conflict(CoordinatorError):
+    """The current state forbids the request."""
+
+    status_code = 409
+    reason = "conflict"
+
+
+class LeaseClosed(Conflict):
+    """The lease expired, was aborted, or already delivered a different update."""
+
+    reason = "lease_closed"
+
+
+class StaleUpdate(Conflict):
+    """The update's base version is too old to be used."""
+
+    reason = "stale"
+
+
+class WrongBaseVersion(Conflict):
+    """The update claims a base version other than the one its lease handed out."""
+
+    reason = "wrong_base_version"
+
+
+class PayloadTooLarge(CoordinatorError):
+    """The request body exceeds the configured limit."""
+
+    status_code = 413
+    reason = "too_large"
+
+
+class RateLimited(CoordinatorError):
+    """Too many requests from one device; ``retry_after`` says when to come back."""
+
+    status_code = 429
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

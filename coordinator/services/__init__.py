@@ -1,0 +1,1 @@
+"""Services: the coordinator's logic, free of HTTP. They flush; the caller owns the transaction."""

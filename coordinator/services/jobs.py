@@ -1,0 +1,130 @@
+"""Training jobs: creation (version 0 from the plan's initial weights), lifecycle, versions."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordinator.aggregation import OptimizerState, ServerOptimizer, server_optimizer_from_config
+from coordinator.api.schemas import AggregationConfig, JobCreate
+from coordinator.blobs import get_blob, put_blob
+from coordinator.db.models import Job, JobMode, JobStatus, Version
+from coordinator.errors import Conflict, NotFound
+from coordinator.services.plans import get_plan
+
+Action = Literal["pause", "resume", "stop"]
+_TRANSITIONS: dict[str, tuple[set[JobStatus], JobStatus]] = {
+    "pause": ({JobStatus.RUNNING}, JobStatus.PAUSED),
+    "resume": ({JobStatus.PAUSED}, JobStatus.RUNNING),
+    "stop": ({JobStatus.RUNNING, JobStatus.PAUSED}, JobStatus.STOPPED),
+}
+
+
+def server_optimizer(config: AggregationConfig) -> ServerOptimizer:
+    """The server optimizer a job's aggregation config names."""
+    params: dict[str, Any] = {"learning_rate": config.server_learning_rate}
+    if config.server_optimizer == "fedavgm":
+        params["momentum"] = config.server_momentum
+    elif config.server_optimizer in ("fedadam", "fedyogi"):
+        params.update(beta1=config.beta1, beta2=config.beta2, tau=config.tau)
+    return server_optimizer_from_config(config.server_optimizer, **params)
+
+
+def encode_optimizer_state(state: OptimizerState) -> bytes:
+    """Serialise an optimizer state as ``.npz`` bytes (no pickle)."""
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {f"slot_{k}": np.asarray(v) for k, v in state.slots.items()}
+    arrays.update(step=np.int64(state.step), num_params=np.int64(state.num_params))
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_optimizer_state(data: bytes) -> OptimizerState:
+    """Inverse of :func:`encode_optimizer_state`."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        slots = {k.removeprefix("slot_"): npz[k] for k in npz.files if k.startswith("slot_")}
+        return OptimizerState(slots=slots, num_params=int(npz["num_params"]), step=int(npz["step"]))
+
+
+def create_job(session: Session, request: JobCreate, *, now: float) -> Job:
+    """Create a running job whose version 0 is the plan's initial weights."""
+    plan = get_plan(session, request.plan_id)
+    optimizer = server_optimizer(request.aggregation)
+    state_sha = put_blob(session, encode_optimizer_state(optimizer.init(plan.num_params)), now=now)
+    job = Job(
+        name=request.name,
+        plan_id=plan.id,
+        mode=JobMode(request.aggregation.mode),
+        status=JobStatus.RUNNING,
+        config=request.model_dump(mode="json"),
+        current_version=0,
+        optimizer_state_sha256=state_sha,
+        created_at=now,
+    )
+    session.add(job)
+    session.flush()
+    session.add(
+        Version(job_id=job.id, number=0, weights_sha256=plan.initial_weights_sha256, created_at=now)
+    )
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
+    """The job with ``job_id``; with ``for_update`` its row is locked until the transaction ends.
+
+    The lock serialises everything that moves a job's version (PostgreSQL ``SELECT … FOR
+    UPDATE``; SQLite serialises writers anyway), so two workers never both make version N+1.
+    """
+    statement = select(Job).where(Job.id == job_id)
+    if for_update:
+        statement = statement.with_for_update()
+    job = session.scalar(statement)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def job_config(job: Job) -> JobCreate:
+    """The validated configuration a job was created with."""
+    return JobCreate.model_validate(job.config)
+
+
+def change_status(session: Session, job_id: int, action: Action) -> Job:
+    """Pause, resume or stop a job; an impossible transition is a :class:`Conflict`."""
+    allowed, target = _TRANSITIONS[action]
+    job = get_job(session, job_id, for_update=True)
+    if job.status not in allowed:
+        raise Conflict(f"cannot {action} job {job_id}: it is {job.status.value}")
+    job.status = target
+    return job
+
+
+def list_jobs(session: Session) -> list[Job]:
+    """Every job, oldest first."""
+    return list(session.scalars(select(Job).order_by(Job.id)))
+
+
+def list_versions(session: Session, job_id: int) -> list[Version]:
+    """A job's versions, oldest first."""
+    get_job(session, job_id)
+    return list(
+        session.scalars(select(Version).where(Version.job_id == job_id).order_by(Version.number))
+    )
+
+
+def get_version(session: Session, job_id: int, number: int) -> Version:
+    """Version ``number`` of a job; :class:`NotFound` if it does not exist (yet)."""
+    version = session.get(Version, (job_id, number))
+    if version is None:
+        raise NotFound(f"job {job_id} has no version {number}")
+    return version
+
+
+def version_weights(session: Session, job_id: int, number: int) -> bytes:
+    """The encoded weights of a version."""
+    return get_blob(session, get_version(session, job_id, number).weights_sha256)

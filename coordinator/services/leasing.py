@@ -1,0 +1,241 @@
+"""Check-in: hand an eligible device a task under a lease, or a jittered retry window.
+
+Pace steering (Bonawitz et al., "Towards Federated Learning at Scale", SysML 2019, §2.3): a
+device that gets no task is told when to come back, as a window ``[min, max]`` it jitters
+within. The window is sized from the arrival rate the job needs, so that a fleet of thousands
+neither stampedes the server nor leaves slots idle: see :func:`retry_window`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator.api.schemas import (
+    CheckInRequest,
+    CheckInResponse,
+    JobCreate,
+    RetryWindow,
+    Task,
+    TaskHyperParameters,
+)
+from coordinator.db.models import Device, Job, JobMode, JobStatus, Lease, LeaseStatus, Update
+from coordinator.errors import Forbidden, LeaseClosed, NotFound
+from coordinator.services import rounds
+from coordinator.services.jobs import get_version, job_config
+from coordinator.services.plans import get_plan, manifest_of
+from coordinator.settings import Settings
+
+
+def check_in(
+    session: Session, device: Device, facts: CheckInRequest, *, now: float, settings: Settings
+) -> CheckInResponse:
+    """A task from the first running job that wants this device, else a retry window."""
+    device.runtime, device.sdk_version = facts.runtime or device.runtime, facts.sdk_version
+    jobs = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING).order_by(Job.id)
+    ).all()
+    if not jobs:
+        return _retry(settings.retry_max_seconds / 2, settings, "no job is running")
+    reasons = []
+    for job in jobs:
+        config = job_config(job)
+        held = _active_lease(session, job.id, device.id)
+        if held is not None:  # a retried check-in gets the same task back, not a second slot
+            return CheckInResponse(task=_task(session, job, config, held))
+        refusal = _ineligible(session, job, config, device, facts, now)
+        if refusal:
+            reasons.append(refusal)
+            continue
+        expire_leases(session, job.id, now=now)
+        lease = _issue(session, job, config, device, now=now)
+        if lease is not None:
+            return CheckInResponse(task=_task(session, job, config, lease))
+        reasons.append(f"job {job.id} has all the devices it needs now")
+    return _retry(retry_window(session, jobs[0], now=now, settings=settings), settings, reasons[0])
+
+
+def abort(session: Session, device: Device, lease_id: str, *, reason: str, now: float) -> Lease:
+    """Close a lease the device gave up on, freeing its slot at once."""
+    lease = owned_lease(session, device, lease_id)
+    if lease.status != LeaseStatus.ACTIVE:
+        raise LeaseClosed(f"lease {lease_id} is already {lease.status.value}")
+    _close(lease, LeaseStatus.ABORTED, f"aborted:{reason}", now)
+    return lease
+
+
+def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool = False) -> Lease:
+    """The lease ``lease_id`` if it belongs to ``device``."""
+    statement = select(Lease).where(Lease.id == lease_id)
+    if lock:
+        statement = statement.with_for_update()
+    lease = session.scalar(statement)
+    if lease is None:
+        raise NotFound(f"no lease {lease_id}")
+    if lease.device_id != device.id:
+        raise Forbidden(f"lease {lease_id} belongs to another device")
+    return lease
+
+
+def expire_leases(session: Session, job_id: int, *, now: float) -> int:
+    """Close a job's active leases whose deadline passed; return how many.
+
+    Dead devices free their slots here, so no vanished device ever holds a buffer or a round.
+    """
+    overdue = session.scalars(
+        select(Lease).where(
+            Lease.job_id == job_id,
+            Lease.status == LeaseStatus.ACTIVE,
+            Lease.deadline_at < now,
+        )
+    ).all()
+    for lease in overdue:
+        _close(lease, LeaseStatus.EXPIRED, "deadline", now)
+    return len(overdue)
+
+
+def retry_window(session: Session, job: Job, *, now: float, settings: Settings) -> float:
+    """Mean seconds a refused device should wait, from the arrival rate the job needs.
+
+    A job keeps ``slots`` devices busy; each task lasts ``T`` seconds on average (measured over
+    recent leases), so it needs ``slots / T`` check-ins per second. With ``P`` devices checking
+    in, each should come back every ``P * T / slots`` seconds. Clamped to the settings' bounds.
+    """
+    config = job_config(job)
+    slots = (
+        config.aggregation.concurrency
+        if job.mode == JobMode.ASYNC
+        else rounds.selection_size(config)
+    )
+    durations = session.scalars(
+        select(Lease.closed_at - Lease.issued_at)
+        .where(Lease.job_id == job.id, Lease.closed_at.is_not(None))
+        .order_by(Lease.closed_at.desc())
+        .limit(200)
+    ).all()
+    recent = [float(seconds) for seconds in durations if seconds is not None]
+    task_seconds = sum(recent) / len(recent) if recent else config.task.lease_seconds / 2
+    population = (
+        session.scalar(
+            select(func.count(Device.id)).where(
+                Device.last_seen_at >= now - settings.retry_max_seconds
+            )
+        )
+        or 1
+    )
+    mean = population * task_seconds / max(slots, 1)
+    return min(max(mean, settings.retry_min_seconds), settings.retry_max_seconds)
+
+
+def _retry(mean: float, settings: Settings, reason: str) -> CheckInResponse:
+    low = max(settings.retry_min_seconds, 0.5 * mean)
+    return CheckInResponse(retry=RetryWindow(min=low, max=max(low, 1.5 * mean), reason=reason))
+
+
+def _active_lease(session: Session, job_id: int, device_id: str) -> Lease | None:
+    return session.scalar(
+        select(Lease).where(
+            Lease.job_id == job_id,
+            Lease.device_id == device_id,
+            Lease.status == LeaseStatus.ACTIVE,
+        )
+    )
+
+
+def _ineligible(
+    session: Session,
+    job: Job,
+    config: JobCreate,
+    device: Device,
+    facts: CheckInRequest,
+    now: float,
+) -> str | None:
+    """Why this device may not train for this job now, or None if it may."""
+    population = config.population
+    if population.require_charging and not facts.charging:
+        return "not charging"
+    if population.require_idle and not facts.idle:
+        return "not idle"
+    if population.require_unmetered and not facts.unmetered:
+        return "on a metered network"
+    if facts.free_memory_mb < population.min_free_memory_mb:
+        return f"needs {population.min_free_memory_mb} MB free memory"
+    if facts.num_examples < population.min_examples:
+        return f"needs at least {population.min_examples} local examples"
+    if population.min_separation_seconds > 0:
+        last = session.scalar(
+            select(func.max(Update.received_at)).where(
+                Update.job_id == job.id, Update.device_id == device.id
+            )
+        )
+        if last is not None and now - last < population.min_separation_seconds:
+            return "contributed too recently"
+    return None
+
+
+def _issue(
+    session: Session, job: Job, config: JobCreate, device: Device, *, now: float
+) -> Lease | None:
+    """A new lease if the job has room for one more device now."""
+    round_id = None
+    if job.mode == JobMode.ASYNC:
+        active = session.scalar(
+            select(func.count(Lease.id)).where(
+                Lease.job_id == job.id, Lease.status == LeaseStatus.ACTIVE
+            )
+        )
+        if (active or 0) >= config.aggregation.concurrency:
+            return None
+        deadline = now + config.task.lease_seconds
+    else:
+        current = rounds.open_round(session, job, config, now=now)
+        if current is None or not rounds.wants_more(session, current):
+            return None
+        round_id = current.id
+        deadline = min(now + config.task.lease_seconds, current.deadline_at)
+    lease = Lease(
+        id=str(uuid.uuid4()),
+        job_id=job.id,
+        device_id=device.id,
+        round_id=round_id,
+        base_version=job.current_version,
+        status=LeaseStatus.ACTIVE,
+        issued_at=now,
+        deadline_at=deadline,
+    )
+    session.add(lease)
+    session.flush()
+    return lease
+
+
+def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
+    plan = get_plan(session, job.plan_id)
+    defaults = manifest_of(plan).hparams
+    local = config.task
+    version = get_version(session, job.id, lease.base_version)
+    return Task(
+        lease_id=lease.id,
+        job_id=job.id,
+        plan_sha256=plan.plan_sha256,
+        plan_url=f"/v1/plans/{plan.plan_sha256}",
+        global_version=lease.base_version,
+        weights_url=f"/v1/jobs/{job.id}/versions/{lease.base_version}/weights",
+        weights_sha256=version.weights_sha256,
+        hparams=TaskHyperParameters(
+            local_epochs=local.local_epochs or defaults.local_epochs,
+            batch_size=local.batch_size or defaults.batch_size,
+            learning_rate=local.learning_rate or defaults.learning_rate,
+            momentum=local.momentum if local.momentum is not None else defaults.momentum,
+            mu=local.mu if local.mu is not None else defaults.mu,
+        ),
+        deadline=lease.deadline_at,
+        round=rounds.round_number(session, lease.round_id),
+    )
+
+
+def _close(lease: Lease, status: LeaseStatus, reason: str, now: float) -> None:
+    lease.status = status
+    lease.close_reason = reason
+    lease.closed_at = now

@@ -1,0 +1,65 @@
+"""Training plans: registered from blobs uploaded beforehand, checked against their manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordinator.blobs import get_blob
+from coordinator.db.models import Plan
+from coordinator.errors import BadRequest, Conflict, NotFound
+from fedge.errors import FedgeError
+from fedge.manifest import PlanManifest
+from fedge.wire import decode_vector
+
+
+def register_plan(
+    session: Session,
+    *,
+    manifest: dict[str, Any],
+    plan_sha256: str,
+    initial_weights_sha256: str,
+    now: float,
+) -> Plan:
+    """Register a plan whose bytes are already stored; the manifest must describe them."""
+    try:
+        parsed = PlanManifest.from_dict(manifest)
+        parsed.verify_plan(get_blob(session, plan_sha256))
+        decode_vector(get_blob(session, initial_weights_sha256), expected_length=parsed.num_params)
+    except NotFound as exc:
+        raise BadRequest(f"upload the blob first: {exc.message}") from exc
+    except FedgeError as exc:
+        raise BadRequest(f"plan does not match its manifest: {exc}") from exc
+    if parsed.initial_weights_sha256 != initial_weights_sha256:
+        raise BadRequest("initial weights do not match the manifest's initial_weights_sha256")
+    existing = session.scalar(select(Plan).where(Plan.plan_sha256 == plan_sha256))
+    if existing is not None:
+        if existing.initial_weights_sha256 != initial_weights_sha256:
+            raise Conflict(f"plan {plan_sha256[:12]}… is registered with other initial weights")
+        return existing
+    plan = Plan(
+        name=parsed.name,
+        plan_sha256=plan_sha256,
+        initial_weights_sha256=initial_weights_sha256,
+        manifest=manifest,
+        num_params=parsed.num_params,
+        created_at=now,
+    )
+    session.add(plan)
+    session.flush()
+    return plan
+
+
+def get_plan(session: Session, plan_id: int) -> Plan:
+    """The plan with ``plan_id``; :class:`NotFound` if none."""
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"no plan {plan_id}")
+    return plan
+
+
+def manifest_of(plan: Plan) -> PlanManifest:
+    """The parsed manifest of a registered plan (validated when it was registered)."""
+    return PlanManifest.from_dict(plan.manifest)

@@ -1,0 +1,186 @@
+"""Uploads: check an update, accept it exactly once per lease, and move the model when due.
+
+Order of checks: the lease (exists, is the caller's, still active, before its deadline), the
+base version, then the payload (decodes, right length, finite, norm bound), then staleness.
+Nothing reaches the model before every check passed, inside one transaction with the version
+step, so an upload is either wholly accepted or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.aggregation import clip_by_norm
+from coordinator.api.schemas import UploadReceipt
+from coordinator.blobs import put_blob
+from coordinator.db.models import Device, Job, JobMode, Lease, LeaseStatus, Rejection, Round, Update
+from coordinator.db.session import transaction
+from coordinator.errors import (
+    BadRequest,
+    CoordinatorError,
+    InvalidUpdate,
+    LeaseClosed,
+    StaleUpdate,
+    WrongBaseVersion,
+)
+from coordinator.services import rounds, versions
+from coordinator.services.jobs import get_job, job_config
+from coordinator.services.leasing import owned_lease
+from coordinator.services.plans import get_plan
+from fedge.errors import WireFormatError
+from fedge.wire import decode_vector, encode_vector
+
+MAX_EXAMPLES = 10_000_000
+
+
+def upload(
+    session: Session,
+    device: Device,
+    lease_id: str,
+    body: bytes,
+    *,
+    base_version: int,
+    num_examples: int,
+    metrics: dict[str, Any],
+    now: float,
+) -> UploadReceipt:
+    """Accept one update for ``lease_id``; a retry of an accepted upload is acknowledged again."""
+    lease = owned_lease(session, device, lease_id)
+    job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
+    session.refresh(lease, with_for_update=True)
+    digest = hashlib.sha256(body).hexdigest()
+
+    if lease.status == LeaseStatus.COMPLETED:
+        return _replay(session, job, lease, digest)
+    if lease.status != LeaseStatus.ACTIVE:
+        raise LeaseClosed(f"lease {lease_id} is {lease.status.value} ({lease.close_reason})")
+    if now > lease.deadline_at:
+        lease.status, lease.close_reason, lease.closed_at = LeaseStatus.EXPIRED, "deadline", now
+        raise LeaseClosed(f"lease {lease_id} expired {now - lease.deadline_at:.1f} s ago")
+    if base_version != lease.base_version:
+        raise WrongBaseVersion(
+            f"lease {lease_id} handed out version {lease.base_version}, "
+            f"the update says it was trained from version {base_version}"
+        )
+    if not 1 <= num_examples <= MAX_EXAMPLES:
+        raise BadRequest(f"num_examples must lie in [1, {MAX_EXAMPLES}], got {num_examples}")
+
+    config = job_config(job)
+    delta = _decode(body, get_plan(session, job.plan_id).num_params)
+    norm = float(np.linalg.norm(delta.astype(np.float64)))
+    clipped = False
+    bound = config.aggregation.max_update_norm
+    if bound is not None and norm > bound:
+        if config.aggregation.norm_policy == "reject":
+            raise InvalidUpdate(
+                f"update norm {norm:.4g} exceeds the bound {bound:.4g}", reason="norm_too_large"
+            )
+        delta, clipped = clip_by_norm(delta, bound)
+        body = encode_vector(delta)
+
+    staleness = job.current_version - lease.base_version
+    if job.mode == JobMode.ASYNC and staleness > config.aggregation.max_staleness:
+        raise StaleUpdate(
+            f"update is {staleness} versions stale; this job accepts at most "
+            f"{config.aggregation.max_staleness}"
+        )
+    current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
+    if current_round is not None and current_round.closed_at is not None:
+        raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
+
+    session.add(
+        Update(
+            lease_id=lease.id,
+            job_id=job.id,
+            device_id=device.id,
+            base_version=lease.base_version,
+            staleness=staleness,
+            num_examples=num_examples,
+            delta_sha256=put_blob(session, body, now=now),
+            norm=norm,
+            clipped=clipped,
+            metrics=metrics | {"upload_sha256": digest},
+            received_at=now,
+        )
+    )
+    lease.status, lease.close_reason, lease.closed_at = LeaseStatus.COMPLETED, "uploaded", now
+    session.flush()
+    if current_round is not None:
+        rounds.on_report(session, job, current_round, now=now)
+    else:
+        versions.make_version_from_buffer(session, job, now=now)
+    return UploadReceipt(
+        status="accepted",
+        lease_id=lease.id,
+        global_version=job.current_version,
+        staleness=staleness,
+        clipped=clipped,
+    )
+
+
+def record_rejection(
+    sessions: sessionmaker[Session],
+    error: CoordinatorError,
+    *,
+    device_id: str,
+    lease_id: str,
+    now: float,
+) -> None:
+    """Count a refused upload in its own transaction; a too-stale one also closes its lease.
+
+    Called after the upload's transaction rolled back, so the refusal is durable while nothing
+    of the refused update is.
+    """
+    with transaction(sessions) as session:
+        lease = session.get(Lease, lease_id)
+        known = lease is not None and lease.device_id == device_id
+        session.add(
+            Rejection(
+                job_id=lease.job_id if known and lease else None,
+                device_id=device_id,
+                lease_id=lease_id if known else None,
+                reason=error.reason,
+                at=now,
+            )
+        )
+        if known and lease and lease.status == LeaseStatus.ACTIVE:
+            if isinstance(error, StaleUpdate):  # retrying cannot help: free the slot now
+                lease.status, lease.close_reason, lease.closed_at = (
+                    LeaseStatus.REJECTED,
+                    error.reason,
+                    now,
+                )
+            elif isinstance(error, LeaseClosed) and now > lease.deadline_at:
+                lease.status, lease.close_reason, lease.closed_at = (
+                    LeaseStatus.EXPIRED,
+                    "deadline",
+                    now,
+                )
+
+
+def _replay(session: Session, job: Job, lease: Lease, digest: str) -> UploadReceipt:
+    accepted = session.scalar(select(Update).where(Update.lease_id == lease.id))
+    if accepted is None or accepted.metrics.get("upload_sha256") != digest:
+        raise LeaseClosed(f"lease {lease.id} already delivered a different update")
+    return UploadReceipt(
+        status="already_accepted",
+        lease_id=lease.id,
+        global_version=job.current_version,
+        staleness=accepted.staleness,
+        clipped=accepted.clipped,
+    )
+
+
+def _decode(body: bytes, num_params: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    try:
+        delta = decode_vector(body, expected_length=num_params)
+    except WireFormatError as exc:
+        raise InvalidUpdate(f"update body is not a valid weight delta: {exc}") from exc
+    if not np.isfinite(delta).all():
+        raise InvalidUpdate("update contains NaN or Inf", reason="non_finite")
+    return delta

@@ -1,0 +1,170 @@
+"""Making global versions: the only place a job's model moves.
+
+Both paths stream the updates' blobs one at a time through the aggregator, so memory is
+O(model size) whatever K or the cohort. The caller holds the job's row lock, and the new
+``Version`` row's primary key ``(job_id, number)`` makes a second writer of the same number fail
+instead of forking history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordinator.aggregation import FedAvgRound, FedBuffBuffer, staleness_from_config
+from coordinator.aggregation.accumulator import FloatArray
+from coordinator.api.schemas import AggregationConfig
+from coordinator.blobs import get_blob, put_blob
+from coordinator.db.models import Job, JobStatus, Lease, Round, Update, Version
+from coordinator.services.jobs import (
+    decode_optimizer_state,
+    encode_optimizer_state,
+    job_config,
+    server_optimizer,
+    version_weights,
+)
+from fedge.wire import decode_vector, encode_vector
+
+
+def fedbuff(config: AggregationConfig) -> FedBuffBuffer:
+    """The asynchronous aggregator a job's config describes."""
+    params: dict[str, float] = {}
+    if config.staleness == "polynomial":
+        params["exponent"] = config.staleness_exponent
+    elif config.staleness == "hinge":
+        params.update(a=config.hinge_a, b=config.hinge_b)
+    return FedBuffBuffer(
+        buffer_size=config.buffer_size,
+        max_staleness=config.max_staleness,
+        staleness=staleness_from_config(config.staleness, **params),
+        server_optimizer=server_optimizer(config),
+    )
+
+
+def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
+    """A job's accepted updates not yet in any version, oldest first."""
+    return session.scalars(
+        select(Update).where(Update.job_id == job_id, Update.version.is_(None)).order_by(Update.id)
+    ).all()
+
+
+def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Version | None:
+    """FedBuff: if K updates wait, fold them into version N+1; else do nothing."""
+    config = job_config(job)
+    aggregator = fedbuff(config.aggregation)
+    pending = pending_updates(session, job.id)[: config.aggregation.buffer_size]
+    if len(pending) < config.aggregation.buffer_size:
+        return None
+    num_params = _num_params(session, job)
+    state = aggregator.init(num_params)
+    for update, delta in zip(pending, _deltas(session, pending, num_params), strict=True):
+        # The staleness recorded at acceptance is the one that counts: a restart in between
+        # must not make an update staler than the device's upload was.
+        state = aggregator.accept(state, delta, update.num_examples, update.staleness)
+    weights = decode_vector(version_weights(session, job.id, job.current_version))
+    optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
+    new_weights, new_state, _, measured = aggregator.flush(weights, state, optimizer_state)
+    return _commit_version(
+        session,
+        job,
+        pending,
+        weights=new_weights,
+        optimizer_state=encode_optimizer_state(new_state),
+        num_examples=measured.num_examples,
+        mean_staleness=measured.mean_staleness,
+        norm_mean=measured.update_norm_mean,
+        norm_var=measured.update_norm_variance,
+        round_id=None,
+        now=now,
+    )
+
+
+def make_version_from_round(session: Session, job: Job, current: Round, *, now: float) -> Version:
+    """FedAvg: fold a closed round's reports into version N+1."""
+    config = job_config(job)
+    reports = session.scalars(
+        select(Update)
+        .join(Lease, Lease.id == Update.lease_id)
+        .where(Lease.round_id == current.id, Update.version.is_(None))
+        .order_by(Update.id)
+    ).all()
+    num_params = _num_params(session, job)
+    aggregator = FedAvgRound(server_optimizer=server_optimizer(config.aggregation))
+    weights = decode_vector(version_weights(session, job.id, job.current_version))
+    optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
+    pairs = (
+        (delta, update.num_examples)
+        for update, delta in zip(reports, _deltas(session, reports, num_params), strict=True)
+    )
+    new_weights, new_state, measured = aggregator.step(weights, optimizer_state, pairs)
+    return _commit_version(
+        session,
+        job,
+        reports,
+        weights=new_weights,
+        optimizer_state=encode_optimizer_state(new_state),
+        num_examples=measured.num_examples,
+        mean_staleness=0.0,
+        norm_mean=measured.update_norm_mean,
+        norm_var=measured.update_norm_variance,
+        round_id=current.id,
+        now=now,
+    )
+
+
+def _commit_version(
+    session: Session,
+    job: Job,
+    updates: Sequence[Update],
+    *,
+    weights: FloatArray,
+    optimizer_state: bytes,
+    num_examples: int,
+    mean_staleness: float,
+    norm_mean: float,
+    norm_var: float,
+    round_id: int | None,
+    now: float,
+) -> Version:
+    number = job.current_version + 1
+    version = Version(
+        job_id=job.id,
+        number=number,
+        weights_sha256=put_blob(session, encode_vector(weights), now=now),
+        created_at=now,
+        num_updates=len(updates),
+        num_examples=num_examples,
+        mean_staleness=mean_staleness,
+        update_norm_mean=norm_mean,
+        update_norm_var=norm_var,
+        round_id=round_id,
+    )
+    session.add(version)
+    for update in updates:
+        update.version = number
+    job.current_version = number
+    job.optimizer_state_sha256 = put_blob(session, optimizer_state, now=now)
+    max_versions = job_config(job).max_versions
+    if max_versions is not None and number >= max_versions:
+        job.status = JobStatus.STOPPED
+    session.flush()
+    return version
+
+
+def _deltas(session: Session, updates: Sequence[Update], num_params: int) -> Iterator[FloatArray]:
+    for update in updates:  # one blob in memory at a time
+        yield decode_vector(get_blob(session, update.delta_sha256), expected_length=num_params)
+
+
+def _num_params(session: Session, job: Job) -> int:
+    from coordinator.services.plans import get_plan
+
+    return get_plan(session, job.plan_id).num_params
+
+
+def _optimizer_sha(job: Job) -> str:
+    if job.optimizer_state_sha256 is None:  # pragma: no cover - set at creation
+        raise RuntimeError(f"job {job.id} has no optimizer state")
+    return job.optimizer_state_sha256

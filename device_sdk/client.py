@@ -1,0 +1,104 @@
+"""A synchronous HTTP client for the coordinator's device protocol (httpx)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+
+from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task, UploadReceipt
+from fedge.wire import MEDIA_TYPE
+
+
+class CoordinatorClient:
+    """One device's view of a coordinator at ``base_url``; pass a token once registered."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self.token = token
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def register(self, *, runtime: str = "", sdk_version: str = "") -> tuple[str, str]:
+        """Register; remember and return ``(device_id, token)``."""
+        body = self._json(
+            "POST", "/v1/devices", json={"runtime": runtime, "sdk_version": sdk_version}
+        )
+        self.token = str(body["token"])
+        return str(body["device_id"]), self.token
+
+    def check_in(self, facts: EligibilityFacts) -> Task | RetryWindow:
+        """A task, or the window to retry within."""
+        body = self._json("POST", "/v1/check-in", json=asdict(facts))
+        if body.get("task"):
+            return Task.from_json(body["task"])
+        return RetryWindow(**body["retry"])
+
+    def download(self, url: str) -> bytes:
+        """Bytes of a plan or weights URL handed out with a task."""
+        return self._send("GET", url).content
+
+    def upload(
+        self,
+        task: Task,
+        update: bytes,
+        *,
+        num_examples: int,
+        metrics: dict[str, float] | None = None,
+    ) -> UploadReceipt:
+        """Upload an encoded weight delta for ``task``; safe to retry."""
+        headers = {
+            "Content-Type": MEDIA_TYPE,
+            "X-Fedge-Base-Version": str(task.global_version),
+            "X-Fedge-Num-Examples": str(num_examples),
+            "X-Fedge-Metrics": json.dumps(metrics or {}),
+        }
+        body = self._json(
+            "PUT", f"/v1/leases/{task.lease_id}/update", content=update, headers=headers
+        )
+        return UploadReceipt(**body)
+
+    def abort(self, task: Task, reason: str, detail: str = "") -> None:
+        """Give a task back so its slot frees at once."""
+        self._send(
+            "POST", f"/v1/leases/{task.lease_id}/abort", json={"reason": reason, "detail": detail}
+        )
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, url, **kwargs)
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError as exc:
+            raise ProtocolError(response.status_code, "unreadable", response.text[:200]) from exc
+        return body
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = self._http.request(method, url, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()
+                reason, message = str(error["error"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                reason, message = "http_error", response.text[:200]
+            raise ProtocolError(response.status_code, reason, message)
+        return response
