@@ -44,8 +44,8 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
-	$(PY) benchmarks/device_step.py
+bench: install $(TFLITE_STAMP)
+	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) benchmarks/device_step.py
 
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) build .pytest_cache .mypy_cache .ruff_cache

