@@ -32,7 +32,7 @@ class LiveCoordinator:
     """A running coordinator and what a test needs to drive it."""
 
     url: str
-    clock: ManualClock
+    clock: ManualClock | None  # None for a server in another process, on the system clock
     admin: httpx.Client
     plans_dir: Path
     db_url: str
