@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from coordinator.api.deps import Admin, AppClock, AppSettings, Sessions
@@ -17,7 +19,7 @@ from coordinator.api.schemas import (
 from coordinator.blobs import put_blob
 from coordinator.db.models import Job, Plan, Version
 from coordinator.db.session import transaction
-from coordinator.services import jobs, plans
+from coordinator.services import history, jobs, plans
 from fedge.wire import MEDIA_TYPE
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
@@ -81,6 +83,17 @@ def list_versions(job_id: int, sessions: Sessions) -> list[VersionView]:
     """A job's global versions with the measurements of the steps that made them."""
     with transaction(sessions) as session:
         return [_version_view(v) for v in jobs.list_versions(session, job_id)]
+
+
+@router.get("/jobs/{job_id}/metrics")
+def job_metrics(job_id: int, sessions: Sessions) -> dict[str, Any]:
+    """A job's metrics history.
+
+    Per version: the accepted count, mean staleness, mean and variance of update norms (the
+    divergence signals), aggregation time and the evaluation devices reported.
+    """
+    with transaction(sessions) as session:
+        return history.job_history(session, job_id)
 
 
 @router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)

@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 
 from coordinator.api import admin_routes, device_routes
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
 from coordinator.errors import CoordinatorError, RateLimited
+from coordinator.observability import Telemetry
 from coordinator.ratelimit import RateLimiter
 from coordinator.services.maintenance import sweep
 from coordinator.settings import Settings
@@ -57,6 +61,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.telemetry = Telemetry(app.state.sessions)
     if settings.admin_token is not None:
         app.state.admin_token = settings.admin_token.get_secret_value()
     else:
@@ -64,6 +69,20 @@ def create_app(
         log.warning("no FEDGE_ADMIN_TOKEN set; this run's admin token: %s", app.state.admin_token)
     app.include_router(device_routes.router)
     app.include_router(admin_routes.router)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(app.state.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def _time_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        app.state.telemetry.request_seconds.labels(path).observe(time.perf_counter() - started)
+        return response
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

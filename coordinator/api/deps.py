@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.db.models import Device
 from coordinator.db.session import transaction
 from coordinator.errors import Forbidden, Unauthorized
+from coordinator.observability import Telemetry
 from coordinator.ratelimit import RateLimiter
 from coordinator.services import devices
 from coordinator.settings import Settings
@@ -32,6 +33,11 @@ def _clock(request: Request) -> Clock:
     return clock
 
 
+def _telemetry(request: Request) -> Telemetry:
+    telemetry: Telemetry = request.app.state.telemetry
+    return telemetry
+
+
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     if not authorization:
         raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
@@ -45,6 +51,7 @@ Sessions = Annotated[sessionmaker[Session], Depends(_sessions)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppClock = Annotated[Clock, Depends(_clock)]
 BearerToken = Annotated[str, Depends(_bearer)]
+AppTelemetry = Annotated[Telemetry, Depends(_telemetry)]
 
 
 def _device_id(request: Request, token: BearerToken, sessions: Sessions, clock: AppClock) -> str:

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator.api.deps import AppClock, AppSettings, DeviceId, Sessions, load_device
+from coordinator.api.deps import (
+    AppClock,
+    AppSettings,
+    AppTelemetry,
+    DeviceId,
+    Sessions,
+    load_device,
+)
 from coordinator.api.limits import read_body
 from coordinator.api.schemas import (
     AbortRequest,
@@ -40,12 +47,14 @@ def register(body: RegisterRequest, sessions: Sessions, clock: AppClock) -> Regi
 @router.post("/check-in")
 def check_in(
     body: CheckInRequest,
+    telemetry: AppTelemetry,
     device_id: DeviceId,
     sessions: Sessions,
     clock: AppClock,
     settings: AppSettings,
 ) -> CheckInResponse:
     """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
+    telemetry.check_ins.inc()
     with transaction(sessions) as session:
         device = load_device(session, device_id)
         return leasing.check_in(session, device, body, now=clock.now(), settings=settings)

@@ -137,6 +137,7 @@ class Version(Base):
     update_norm_mean: Mapped[float] = mapped_column(Float, default=0.0)
     update_norm_var: Mapped[float] = mapped_column(Float, default=0.0)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Round(Base):

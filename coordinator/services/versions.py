@@ -8,6 +8,7 @@ instead of forking history.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select
@@ -52,6 +53,7 @@ def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
 
 def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Version | None:
     """FedBuff: if K updates wait, fold them into version N+1; else do nothing."""
+    started = time.perf_counter()  # a duration for operators, not logic: no clock needed
     config = job_config(job)
     aggregator = fedbuff(config.aggregation)
     pending = pending_updates(session, job.id)[: config.aggregation.buffer_size]
@@ -77,12 +79,14 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
         norm_mean=measured.update_norm_mean,
         norm_var=measured.update_norm_variance,
         round_id=None,
+        seconds=time.perf_counter() - started,
         now=now,
     )
 
 
 def make_version_from_round(session: Session, job: Job, current: Round, *, now: float) -> Version:
     """FedAvg: fold a closed round's reports into version N+1."""
+    started = time.perf_counter()
     config = job_config(job)
     reports = session.scalars(
         select(Update)
@@ -110,6 +114,7 @@ def make_version_from_round(session: Session, job: Job, current: Round, *, now: 
         norm_mean=measured.update_norm_mean,
         norm_var=measured.update_norm_variance,
         round_id=current.id,
+        seconds=time.perf_counter() - started,
         now=now,
     )
 
@@ -126,6 +131,7 @@ def _commit_version(
     norm_mean: float,
     norm_var: float,
     round_id: int | None,
+    seconds: float,
     now: float,
 ) -> Version:
     number = job.current_version + 1
@@ -140,6 +146,7 @@ def _commit_version(
         update_norm_mean=norm_mean,
         update_norm_var=norm_var,
         round_id=round_id,
+        aggregation_seconds=seconds,
     )
     session.add(version)
     for update in updates:

@@ -1,0 +1,147 @@
+"""Prometheus metrics and structured logs.
+
+What must agree across workers and survive restarts — updates accepted and rejected by reason,
+leases by status, current versions, the staleness histogram, aggregation time — is read from
+the database when ``/metrics`` is scraped. Only request latency and the check-in counter live
+in this process's registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.db.models import Job, Lease, Rejection, Update, Version
+from coordinator.db.session import transaction
+
+STALENESS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+class Telemetry:
+    """The metrics registry of one process: database-backed families plus local timings."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(DatabaseCollector(sessions))
+        self.check_ins = Counter(
+            "fedge_check_ins", "Device check-ins served by this process", registry=self.registry
+        )
+        self.request_seconds = Histogram(
+            "fedge_request_seconds",
+            "Request latency in this process",
+            ["route"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return bytes(generate_latest(self.registry))
+
+
+class DatabaseCollector(Collector):
+    """Metric families computed from the database at scrape time."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the families (one short read-only transaction)."""
+        with transaction(self.sessions) as session:
+            accepted = CounterMetricFamily(
+                "fedge_updates_accepted", "Updates accepted", labels=["job"]
+            )
+            for job_id, count in session.execute(
+                select(Update.job_id, func.count()).group_by(Update.job_id)
+            ):
+                accepted.add_metric([str(job_id)], count)
+            yield accepted
+
+            rejected = CounterMetricFamily(
+                "fedge_updates_rejected", "Uploads refused, by reason", labels=["reason"]
+            )
+            for reason, count in session.execute(
+                select(Rejection.reason, func.count()).group_by(Rejection.reason)
+            ):
+                rejected.add_metric([reason], count)
+            yield rejected
+
+            leases = GaugeMetricFamily("fedge_leases", "Leases by status", labels=["status"])
+            for status, count in session.execute(
+                select(Lease.status, func.count()).group_by(Lease.status)
+            ):
+                leases.add_metric([status.value], count)
+            yield leases
+
+            version = GaugeMetricFamily(
+                "fedge_global_version", "Current global version", labels=["job", "status"]
+            )
+            for job_id, number, job_status in session.execute(
+                select(Job.id, Job.current_version, Job.status)
+            ):
+                version.add_metric([str(job_id), job_status.value], number)
+            yield version
+
+            counts = dict(
+                session.execute(
+                    select(Update.staleness, func.count()).group_by(Update.staleness)
+                ).all()
+            )
+            buckets = [
+                (str(bound), sum(c for s, c in counts.items() if s <= bound))
+                for bound in STALENESS_BUCKETS
+            ]
+            buckets.append(("+Inf", sum(counts.values())))
+            histogram = HistogramMetricFamily(
+                "fedge_update_staleness", "Staleness of accepted updates (versions behind)"
+            )
+            histogram.add_metric(
+                [], buckets, sum_value=float(sum(s * c for s, c in counts.items()))
+            )
+            yield histogram
+
+            aggregation = GaugeMetricFamily(
+                "fedge_last_aggregation_seconds",
+                "Seconds the latest version took to aggregate (streaming its updates in)",
+                labels=["job"],
+            )
+            latest = (
+                select(Version.job_id, func.max(Version.number).label("number"))
+                .group_by(Version.job_id)
+                .subquery()
+            )
+            for job_id, seconds in session.execute(
+                select(Version.job_id, Version.aggregation_seconds).join(
+                    latest,
+                    (Version.job_id == latest.c.job_id) & (Version.number == latest.c.number),
+                )
+            ):
+                aggregation.add_metric([str(job_id)], seconds)
+            yield aggregation
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as JSON."""
+        payload: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        payload.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
