@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts
+from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.wire import decode_vector
 from tests.databases import fresh_database
@@ -43,24 +43,8 @@ class LiveCoordinator:
         return client
 
     def publish_plan(self, name: str = "synthetic_logreg") -> int:
-        blobs = {}
-        for suffix in ("tflite", "weights"):
-            response = self.admin.put(
-                "/v1/admin/blobs", content=(self.plans_dir / f"{name}.{suffix}").read_bytes()
-            )
-            response.raise_for_status()
-            blobs[suffix] = response.json()["sha256"]
-        manifest = json.loads((self.plans_dir / f"{name}.json").read_text())
-        response = self.admin.post(
-            "/v1/admin/plans",
-            json={
-                "manifest": manifest,
-                "plan_sha256": blobs["tflite"],
-                "initial_weights_sha256": blobs["weights"],
-            },
-        )
-        response.raise_for_status()
-        return int(response.json()["id"])
+        with AdminClient(self.url, ADMIN_TOKEN) as admin:
+            return int(admin.publish_plan(self.plans_dir / f"{name}.tflite")["id"])
 
     def create_job(self, plan_id: int, **aggregation: Any) -> dict[str, Any]:
         extra = {

@@ -1,0 +1,452 @@
+"""Load a real coordinator with concurrent devices over loopback, beside numpy's floor.
+
+For each configuration (SQLite or PostgreSQL, one or two uvicorn workers) a fresh database and a
+real ``fedge coordinator serve`` process are started, the ``mnist_cnn`` plan (406,922 float32
+parameters, so ~1.6 MB per update in :mod:`fedge.wire`) is published through the admin API, and
+an asynchronous FedBuff job is created with room for every device (large ``concurrency`` and
+``max_staleness``, constant staleness weight, ``buffer_size`` 10). Then ``--devices`` threads,
+each a registered device with its own :class:`~device_sdk.client.CoordinatorClient` that has
+downloaded the plan once, loop for ``--seconds``: check in, download the task's weights, upload
+a delta. Measured:
+
+- check-ins/s and accepted updates/s over the wall time until the last device's loop ended;
+- p50 / p99 latency of each request kind, as the device sees it;
+- global versions made, and requests refused (by kind and reason);
+- the server's resident memory: the sum of VmRSS over the server process and its worker
+  children, sampled every 0.5 s (idle before the load, and the peak during it).
+
+The floor: the time numpy alone needs to decode (:func:`fedge.wire.decode_vector`, CRC check
+included) and sum into a float64 accumulator as many updates as the server accepted, in this
+process; "server / floor" is the fraction of that bound the server reaches.
+
+Deltas are encoded before the load starts, so client-side encoding is not measured. Each upload
+is still distinct (the blob store is content-addressed and would skip storing a repeat): only
+the last element and the CRC trailer change, the CRC continued from a precomputed prefix. The
+per-device rate limit is raised for the run; it guards against runaway devices, not throughput.
+The load generator shares the machine with the server, so on few cores it competes for CPU.
+
+Run: ``.venv/bin/python benchmarks/coordinator_load.py [--devices 16] [--seconds 10]
+[--configs sqlite1,sqlite2,pg1,pg2] [--plans DIR]``. PostgreSQL is reached as in the tests
+(``FEDGE_TEST_POSTGRES``, default ``postgres@127.0.0.1:5432``); configurations needing it are
+skipped when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Run as a script, sys.path[0] is benchmarks/: put the repository root first for ``tests``.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx
+import numpy as np
+
+from device_sdk.client import CoordinatorClient
+from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
+from fedge.wire import decode_vector, encode_vector
+from tests.databases import POSTGRES_ADMIN, fresh_database, postgres_available
+
+MODEL = "mnist_cnn"
+ADMIN_TOKEN = "coordinator-load-admin-token"
+CONFIGS = {"sqlite1": ("sqlite", 1), "sqlite2": ("sqlite", 2), "pg1": ("postgres", 1)}
+CONFIGS["pg2"] = ("postgres", 2)
+KINDS = ("check_in", "download", "upload")
+FACTS = EligibilityFacts(num_examples=50)
+RSS_PERIOD = 0.5
+
+
+class Updates:
+    """Distinct encoded deltas at the cost of a copy: vary the last element, continue the CRC."""
+
+    def __init__(self, num_params: int, *, bases: int = 4, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.prefixes = []
+        for _ in range(bases):
+            encoded = encode_vector(rng.normal(0.0, 1e-3, num_params).astype(np.float32))
+            prefix = encoded[:-8]  # all but the last element and the CRC-32 trailer
+            self.prefixes.append((prefix, zlib.crc32(prefix)))
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> bytes:
+        """A body no other call returned (for 2**23 calls): a last element in [2**-10, 2**-9)."""
+        with self._lock:
+            serial, self._next = self._next, self._next + 1
+        prefix, crc = self.prefixes[serial % len(self.prefixes)]
+        last = struct.pack("<I", (117 << 23) | (serial & 0x7FFFFF))  # float32 exponent -10
+        return prefix + last + struct.pack("<I", zlib.crc32(last, crc))
+
+
+class Server:
+    """``fedge coordinator serve`` in its own process group, so its workers die with it."""
+
+    def __init__(self, db_url: str, workers: int, log: Path) -> None:
+        self.db_url, self.workers, self.log = db_url, workers, log
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait for ``/healthz``."""
+        env = {
+            **os.environ,
+            "FEDGE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "FEDGE_RATE_LIMIT_PER_MINUTE": "1000000",
+        }
+        command = [sys.executable, "-m", "fedge.cli", "coordinator", "serve", "--db", self.db_url]
+        command += ["--port", str(self.port), "--workers", str(self.workers)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--log-level", "warning"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the coordinator exited:\n{self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("the coordinator did not answer /healthz within 60 s")
+
+    def rss_mb(self) -> float:
+        """Summed VmRSS of the server process and all its descendants."""
+        assert self.process is not None
+        return sum(_vm_rss_kb(pid) for pid in _descendants(self.process.pid)) / 1024
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left of it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=wait)
+                return
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _vm_rss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0  # gone, or a zombie
+
+
+@dataclass
+class Tally:
+    """What the devices saw, shared between their threads."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    accepted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def timed(self, kind: str, call: Any) -> Any:
+        """Call, and record its latency in seconds if it succeeded (else count the refusal)."""
+        started = time.perf_counter()
+        try:
+            result = call()
+        except ProtocolError as error:
+            with self.lock:
+                self.refused[f"{kind}:{error.args[0] if error.args else error}"] += 1
+            return None
+        except httpx.TransportError as error:
+            with self.lock:
+                self.refused[f"{kind}:{type(error).__name__}"] += 1
+            time.sleep(0.05)
+            return None
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            self.latencies[kind].append(elapsed)
+        return result
+
+
+def run_device(
+    url: str, plan_sha256: str, updates: Updates, tally: Tally, ready: threading.Barrier, end: Any
+) -> None:
+    """Register and fetch the plan, wait for the start, then loop until ``end()`` is true."""
+    with CoordinatorClient(url, timeout=120) as client:
+        client.register(runtime="coordinator-load")
+        client.download(f"/v1/plans/{plan_sha256}")  # once: a device caches it by ETag
+        ready.wait()
+        while not end():
+            task = tally.timed("check_in", lambda: client.check_in(FACTS))  # noqa: B023
+            if not isinstance(task, Task):
+                time.sleep(0.05) if task is not None else None
+                continue
+            if tally.timed("download", lambda: client.download(task.weights_url)) is None:  # noqa: B023
+                continue
+            body = updates.next()
+            receipt = tally.timed("upload", lambda: client.upload(task, body, num_examples=50))  # noqa: B023
+            if receipt is not None and receipt.status == "accepted":
+                with tally.lock:
+                    tally.accepted += 1
+
+
+@dataclass
+class Row:
+    """One configuration's measurements; latencies in ms, memory in MB."""
+
+    config: str
+    database: str
+    workers: int
+    seconds: float
+    check_ins: int
+    check_ins_per_s: float
+    updates: int
+    updates_per_s: float
+    versions: int
+    check_in_p50_ms: float
+    check_in_p99_ms: float
+    download_p50_ms: float
+    download_p99_ms: float
+    upload_p50_ms: float
+    upload_p99_ms: float
+    refused: dict[str, int]
+    rss_idle_mb: float
+    rss_peak_mb: float
+    floor_updates_per_s: float
+    server_over_floor: float
+
+
+def publish(admin: httpx.Client, plans: Path, devices: int) -> tuple[int, str]:
+    """Upload the plan's blobs, register it, create the load job; return (job id, plan sha)."""
+    digests = {}
+    for suffix in ("tflite", "weights"):
+        response = admin.put("/v1/admin/blobs", content=(plans / f"{MODEL}.{suffix}").read_bytes())
+        response.raise_for_status()
+        digests[suffix] = response.json()["sha256"]
+    manifest = json.loads((plans / f"{MODEL}.json").read_text())
+    plan = admin.post(
+        "/v1/admin/plans",
+        json={
+            "manifest": manifest,
+            "plan_sha256": digests["tflite"],
+            "initial_weights_sha256": digests["weights"],
+        },
+    )
+    plan.raise_for_status()
+    aggregation = {"mode": "async", "concurrency": 100 * devices, "buffer_size": 10}
+    aggregation |= {"max_staleness": 1_000_000, "staleness": "constant"}
+    job = admin.post(
+        "/v1/admin/jobs",
+        json={"name": "coordinator load", "plan_id": plan.json()["id"], "aggregation": aggregation},
+    )
+    job.raise_for_status()
+    return int(job.json()["id"]), digests["tflite"]
+
+
+def floor_rate(updates: Updates, count: int, num_params: int, repeats: int = 3) -> float:
+    """Updates/s that numpy alone decodes and sums into float64 (median of ``repeats``)."""
+    bodies = [updates.next() for _ in range(min(count, 8))]
+    rates = []
+    for _ in range(repeats):
+        total = np.zeros(num_params, np.float64)
+        started = time.perf_counter()
+        for i in range(count):
+            total += decode_vector(bodies[i % len(bodies)], expected_length=num_params)
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) -> Row:
+    """Start a fresh database and server for ``name``, load it, and stop both."""
+    kind, workers = CONFIGS[name]
+    num_params = int(json.loads((plans / f"{MODEL}.json").read_text())["num_params"])
+    with (
+        tempfile.TemporaryDirectory(prefix="fedge-load-") as tmp,
+        fresh_database(kind, Path(tmp)) as db_url,
+    ):
+        server = Server(db_url, workers, Path(tmp) / "server.log")
+        stop = threading.Event()
+        try:
+            server.start()
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=120) as admin:
+                job_id, plan_sha = publish(admin, plans, args.devices)
+                tally = Tally()
+                ready = threading.Barrier(args.devices + 1)
+                deadline = [float("inf")]
+                end = lambda: stop.is_set() or time.monotonic() >= deadline[0]  # noqa: E731
+                devices = [
+                    threading.Thread(
+                        target=run_device,
+                        args=(server.url, plan_sha, updates, tally, ready, end),
+                        daemon=True,
+                    )
+                    for _ in range(args.devices)
+                ]
+                for device in devices:
+                    device.start()
+                ready.wait(timeout=300)
+                rss_idle = server.rss_mb()
+                rss_peak = [rss_idle]
+
+                def sample() -> None:
+                    while not stop.wait(RSS_PERIOD):
+                        rss_peak[0] = max(rss_peak[0], server.rss_mb())
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                started = time.monotonic()
+                deadline[0] = started + args.seconds
+                sampler.start()
+                for device in devices:
+                    device.join()
+                elapsed = time.monotonic() - started
+                rss_peak[0] = max(rss_peak[0], server.rss_mb())
+                stop.set()
+                versions = int(admin.get(f"/v1/admin/jobs/{job_id}").json()["current_version"])
+        finally:
+            stop.set()
+            server.stop()
+
+    def ms(kind: str, q: float) -> float:
+        values = tally.latencies[kind]
+        return float(1e3 * np.percentile(values, q)) if values else float("nan")
+
+    floor = floor_rate(updates, max(tally.accepted, 1), num_params)
+    check_ins = len(tally.latencies["check_in"])
+    return Row(
+        config=name,
+        database=kind,
+        workers=workers,
+        seconds=elapsed,
+        check_ins=check_ins,
+        check_ins_per_s=check_ins / elapsed,
+        updates=tally.accepted,
+        updates_per_s=tally.accepted / elapsed,
+        versions=versions,
+        check_in_p50_ms=ms("check_in", 50),
+        check_in_p99_ms=ms("check_in", 99),
+        download_p50_ms=ms("download", 50),
+        download_p99_ms=ms("download", 99),
+        upload_p50_ms=ms("upload", 50),
+        upload_p99_ms=ms("upload", 99),
+        refused=dict(tally.refused),
+        rss_idle_mb=rss_idle,
+        rss_peak_mb=rss_peak[0],
+        floor_updates_per_s=floor,
+        server_over_floor=(tally.accepted / elapsed) / floor,
+    )
+
+
+def print_table(rows: list[Row]) -> None:
+    """Print the rows side by side."""
+    header = (
+        f"{'config':<9}{'chk-in/s':>9}{'upd/s':>7}{'vers':>5}{'chk-in p50/p99':>16}"
+        f"{'download p50/p99':>18}{'upload p50/p99':>16}{'refused':>8}{'RSS idle/peak':>15}"
+        f"{'floor/s':>9}{'srv/floor':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.config:<9}{r.check_ins_per_s:>9.1f}{r.updates_per_s:>7.1f}{r.versions:>5}"
+            f"{f'{r.check_in_p50_ms:.0f}/{r.check_in_p99_ms:.0f}':>16}"
+            f"{f'{r.download_p50_ms:.0f}/{r.download_p99_ms:.0f}':>18}"
+            f"{f'{r.upload_p50_ms:.0f}/{r.upload_p99_ms:.0f}':>16}"
+            f"{sum(r.refused.values()):>8}{f'{r.rss_idle_mb:.0f}/{r.rss_peak_mb:.0f}':>15}"
+            f"{r.floor_updates_per_s:>9.0f}{r.server_over_floor:>10.4f}"
+        )
+    print(
+        "latencies in ms as a device sees them; RSS in MB, server and worker processes summed; "
+        "floor = numpy decode + float64 sum of as many updates, in one process"
+    )
+
+
+def _export(out: Path) -> Path:
+    """Export the plan in a subprocess, keeping TensorFlow out of the load generator."""
+    command = [sys.executable, "-m", "fedge.cli", "models", "export", MODEL, "--out", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+def main() -> None:
+    """Parse the options, load every selected configuration, print a table and a JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=16, help="concurrent device threads")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load per configuration")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, of " + ",".join(CONFIGS))
+    parser.add_argument("--plans", type=Path, help=f"a directory holding {MODEL}.* (else export)")
+    args = parser.parse_args()
+
+    names = args.configs.split(",")
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")
+    skipped = {}
+    if any(CONFIGS[n][0] == "postgres" for n in names) and not postgres_available():
+        for n in [n for n in names if CONFIGS[n][0] == "postgres"]:
+            skipped[n] = f"PostgreSQL unreachable at {POSTGRES_ADMIN} (set FEDGE_TEST_POSTGRES)"
+            names.remove(n)
+        print(f"skipping {','.join(skipped)}: PostgreSQL is unreachable at {POSTGRES_ADMIN}")
+
+    with tempfile.TemporaryDirectory(prefix="fedge-load-plan-") as tmp:
+        plans = args.plans or _export(Path(tmp))
+        num_params = int(json.loads((plans / f"{MODEL}.json").read_text())["num_params"])
+        updates = Updates(num_params)
+        rows = []
+        for name in names:
+            print(f"{name}: {args.devices} devices for {args.seconds:g} s …", flush=True)
+            rows.append(measure(name, args, plans, updates))
+    print_table(rows)
+    summary = {
+        "model": MODEL,
+        "num_params": num_params,
+        "update_bytes": len(updates.next()),
+        "devices": args.devices,
+        "seconds": args.seconds,
+        "buffer_size": 10,
+        "cpus": os.cpu_count(),
+        "skipped": skipped,
+        "configs": {row.config: asdict(row) for row in rows},
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()
