@@ -48,13 +48,14 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 # Run as a script, sys.path[0] is benchmarks/: put the repository root first for ``tests``.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import numpy as np
@@ -64,13 +65,19 @@ from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
 from fedge.wire import decode_vector, encode_vector
 from tests.databases import POSTGRES_ADMIN, fresh_database, postgres_available
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "mnist_cnn"
 ADMIN_TOKEN = "coordinator-load-admin-token"
-CONFIGS = {"sqlite1": ("sqlite", 1), "sqlite2": ("sqlite", 2), "pg1": ("postgres", 1)}
-CONFIGS["pg2"] = ("postgres", 2)
+CONFIGS = {  # name: (database, uvicorn workers)
+    "sqlite1": ("sqlite", 1),
+    "sqlite2": ("sqlite", 2),
+    "pg1": ("postgres", 1),
+    "pg2": ("postgres", 2),
+}
 KINDS = ("check_in", "download", "upload")
 FACTS = EligibilityFacts(num_examples=50)
 RSS_PERIOD = 0.5
+T = TypeVar("T")
 
 
 class Updates:
@@ -78,7 +85,7 @@ class Updates:
 
     def __init__(self, num_params: int, *, bases: int = 4, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        self.prefixes = []
+        self.prefixes: list[tuple[bytes, int]] = []
         for _ in range(bases):
             encoded = encode_vector(rng.normal(0.0, 1e-3, num_params).astype(np.float32))
             prefix = encoded[:-8]  # all but the last element and the CRC-32 trailer
@@ -184,18 +191,16 @@ class Tally:
     refused: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def timed(self, kind: str, call: Any) -> Any:
-        """Call, and record its latency in seconds if it succeeded (else count the refusal)."""
+    def timed(self, kind: str, call: Callable[[], T]) -> T | None:
+        """Call, and record its latency if it succeeded; count a refusal and return None."""
         started = time.perf_counter()
         try:
             result = call()
         except ProtocolError as error:
-            with self.lock:
-                self.refused[f"{kind}:{error.args[0] if error.args else error}"] += 1
+            self.refuse(f"{kind}:{error.status} {error.reason}")
             return None
         except httpx.TransportError as error:
-            with self.lock:
-                self.refused[f"{kind}:{type(error).__name__}"] += 1
+            self.refuse(f"{kind}:{type(error).__name__}")
             time.sleep(0.05)
             return None
         elapsed = time.perf_counter() - started
@@ -203,24 +208,57 @@ class Tally:
             self.latencies[kind].append(elapsed)
         return result
 
+    def refuse(self, reason: str) -> None:
+        """Count a refused request."""
+        with self.lock:
+            self.refused[reason] += 1
+
+
+@dataclass
+class Window:
+    """The timed load: set when every device is ready; ``stop`` ends it early (Ctrl-C)."""
+
+    seconds: float
+    start: float = float("inf")
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def open(self) -> None:
+        """Start the clock (the ready barrier's action)."""
+        self.start = time.monotonic()
+
+    def over(self) -> bool:
+        """Whether devices should stop starting new loops."""
+        return self.stop.is_set() or time.monotonic() >= self.start + self.seconds
+
 
 def run_device(
-    url: str, plan_sha256: str, updates: Updates, tally: Tally, ready: threading.Barrier, end: Any
+    url: str,
+    plan_sha256: str,
+    updates: Updates,
+    tally: Tally,
+    ready: threading.Barrier,
+    window: Window,
 ) -> None:
-    """Register and fetch the plan, wait for the start, then loop until ``end()`` is true."""
+    """Register and fetch the plan, wait for the start, then loop until the window is over."""
     with CoordinatorClient(url, timeout=120) as client:
-        client.register(runtime="coordinator-load")
-        client.download(f"/v1/plans/{plan_sha256}")  # once: a device caches it by ETag
+        try:
+            client.register(runtime="coordinator-load")
+            client.download(f"/v1/plans/{plan_sha256}")  # once: a device caches it by ETag
+        except BaseException:
+            ready.abort()  # the main thread stops waiting for this device
+            raise
         ready.wait()
-        while not end():
-            task = tally.timed("check_in", lambda: client.check_in(FACTS))  # noqa: B023
+        while not window.over():
+            task = tally.timed("check_in", partial(client.check_in, FACTS))
             if not isinstance(task, Task):
-                time.sleep(0.05) if task is not None else None
+                if task is not None:  # a retry window: the job is full (it should not be)
+                    tally.refuse("check_in:retry window")
+                    time.sleep(0.05)
                 continue
-            if tally.timed("download", lambda: client.download(task.weights_url)) is None:  # noqa: B023
+            if tally.timed("download", partial(client.download, task.weights_url)) is None:
                 continue
-            body = updates.next()
-            receipt = tally.timed("upload", lambda: client.upload(task, body, num_examples=50))  # noqa: B023
+            upload = partial(client.upload, task, updates.next(), num_examples=50)
+            receipt = tally.timed("upload", upload)
             if receipt is not None and receipt.status == "accepted":
                 with tally.lock:
                     tally.accepted += 1
@@ -292,6 +330,55 @@ def floor_rate(updates: Updates, count: int, num_params: int, repeats: int = 3) 
     return statistics.median(rates)
 
 
+@dataclass
+class Load:
+    """One timed load's raw results."""
+
+    tally: Tally
+    seconds: float
+    versions: int
+    rss_idle_mb: float
+    rss_peak_mb: float
+
+
+def drive(server: Server, args: argparse.Namespace, plans: Path, updates: Updates) -> Load:
+    """Publish the plan and job, then run the devices for the window, sampling the RSS."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as admin:
+        job_id, plan_sha = publish(admin, plans, args.devices)
+        tally, window = Tally(), Window(args.seconds)
+        ready = threading.Barrier(args.devices + 1, action=window.open)
+        devices = [
+            threading.Thread(
+                target=run_device,
+                args=(server.url, plan_sha, updates, tally, ready, window),
+                daemon=True,
+            )
+            for _ in range(args.devices)
+        ]
+        try:
+            for device in devices:
+                device.start()
+            rss_idle = server.rss_mb()  # the devices are registering: near idle
+            peak = [rss_idle]
+
+            def sample() -> None:
+                while not window.stop.wait(RSS_PERIOD):
+                    peak[0] = max(peak[0], server.rss_mb())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            ready.wait(timeout=300)
+            for device in devices:
+                device.join()
+            seconds = time.monotonic() - window.start
+        finally:
+            window.stop.set()  # on an error or Ctrl-C, devices leave after their request
+        peak[0] = max(peak[0], server.rss_mb())
+        versions = int(admin.get(f"/v1/admin/jobs/{job_id}").json()["current_version"])
+    return Load(tally, seconds, versions, rss_idle, peak[0])
+
+
 def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) -> Row:
     """Start a fresh database and server for ``name``, load it, and stop both."""
     kind, workers = CONFIGS[name]
@@ -301,47 +388,13 @@ def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) 
         fresh_database(kind, Path(tmp)) as db_url,
     ):
         server = Server(db_url, workers, Path(tmp) / "server.log")
-        stop = threading.Event()
         try:
             server.start()
-            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-            with httpx.Client(base_url=server.url, headers=headers, timeout=120) as admin:
-                job_id, plan_sha = publish(admin, plans, args.devices)
-                tally = Tally()
-                ready = threading.Barrier(args.devices + 1)
-                deadline = [float("inf")]
-                end = lambda: stop.is_set() or time.monotonic() >= deadline[0]  # noqa: E731
-                devices = [
-                    threading.Thread(
-                        target=run_device,
-                        args=(server.url, plan_sha, updates, tally, ready, end),
-                        daemon=True,
-                    )
-                    for _ in range(args.devices)
-                ]
-                for device in devices:
-                    device.start()
-                ready.wait(timeout=300)
-                rss_idle = server.rss_mb()
-                rss_peak = [rss_idle]
-
-                def sample() -> None:
-                    while not stop.wait(RSS_PERIOD):
-                        rss_peak[0] = max(rss_peak[0], server.rss_mb())
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                started = time.monotonic()
-                deadline[0] = started + args.seconds
-                sampler.start()
-                for device in devices:
-                    device.join()
-                elapsed = time.monotonic() - started
-                rss_peak[0] = max(rss_peak[0], server.rss_mb())
-                stop.set()
-                versions = int(admin.get(f"/v1/admin/jobs/{job_id}").json()["current_version"])
+            load = drive(server, args, plans, updates)
         finally:
-            stop.set()
             server.stop()
+
+    tally, seconds = load.tally, load.seconds
 
     def ms(kind: str, q: float) -> float:
         values = tally.latencies[kind]
@@ -353,12 +406,12 @@ def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) 
         config=name,
         database=kind,
         workers=workers,
-        seconds=elapsed,
+        seconds=seconds,
         check_ins=check_ins,
-        check_ins_per_s=check_ins / elapsed,
+        check_ins_per_s=check_ins / seconds,
         updates=tally.accepted,
-        updates_per_s=tally.accepted / elapsed,
-        versions=versions,
+        updates_per_s=tally.accepted / seconds,
+        versions=load.versions,
         check_in_p50_ms=ms("check_in", 50),
         check_in_p99_ms=ms("check_in", 99),
         download_p50_ms=ms("download", 50),
@@ -366,10 +419,10 @@ def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) 
         upload_p50_ms=ms("upload", 50),
         upload_p99_ms=ms("upload", 99),
         refused=dict(tally.refused),
-        rss_idle_mb=rss_idle,
-        rss_peak_mb=rss_peak[0],
+        rss_idle_mb=load.rss_idle_mb,
+        rss_peak_mb=load.rss_peak_mb,
         floor_updates_per_s=floor,
-        server_over_floor=(tally.accepted / elapsed) / floor,
+        server_over_floor=(tally.accepted / seconds) / floor,
     )
 
 
@@ -410,7 +463,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=16, help="concurrent device threads")
     parser.add_argument("--seconds", type=float, default=10.0, help="load per configuration")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, of " + ",".join(CONFIGS))
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated, of " + ",".join(CONFIGS)
+    )
     parser.add_argument("--plans", type=Path, help=f"a directory holding {MODEL}.* (else export)")
     args = parser.parse_args()
 
@@ -449,4 +504,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the servers were stopped and the databases dropped on the way
+        sys.exit("interrupted")

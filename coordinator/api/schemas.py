@@ -139,6 +139,13 @@ class AggregationConfig(Strict):
     minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
     over_selection: float = Field(1.3, ge=1.0)
     round_seconds: float = Field(600.0, gt=0, description="reporting deadline of a round")
+    adaptive_over_selection: bool = Field(
+        False,
+        description="learn the cohort size and deadline from past rounds (coordinator.selection)",
+    )
+    completion_goal: float = Field(
+        0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"
+    )
     # Server optimizer (Reddi et al., ICLR 2021)
     server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
     server_learning_rate: float = Field(1.0, gt=0)

@@ -77,12 +77,14 @@ def create_job(session: Session, request: JobCreate, *, now: float) -> Job:
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
     """The job with ``job_id``; with ``for_update`` its row is locked until the transaction ends.
 
-    The lock serialises everything that moves a job's version (PostgreSQL ``SELECT … FOR
-    UPDATE``; SQLite serialises writers anyway), so two workers never both make version N+1.
+    The lock serialises everything that moves a job's version, so two workers never both make
+    version N+1 (SQLite serialises writers anyway). On PostgreSQL it is ``FOR NO KEY UPDATE``:
+    a plain ``FOR UPDATE`` would also block the ``FOR KEY SHARE`` lock that every insert of a
+    lease takes through its foreign key to the job, stalling check-ins behind uploads.
     """
     statement = select(Job).where(Job.id == job_id)
     if for_update:
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(key_share=True)
     job = session.scalar(statement)
     if job is None:
         raise NotFound(f"no job {job_id}")

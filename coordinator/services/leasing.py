@@ -21,7 +21,17 @@ from coordinator.api.schemas import (
     Task,
     TaskHyperParameters,
 )
-from coordinator.db.models import Device, Job, JobMode, JobStatus, Lease, LeaseStatus, Update
+from coordinator.db.models import (
+    Device,
+    Job,
+    JobMode,
+    JobStatus,
+    Lease,
+    LeaseStatus,
+    Round,
+    RoundStatus,
+    Update,
+)
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
 from coordinator.services import rounds
 from coordinator.services.jobs import get_version, job_config
@@ -104,11 +114,13 @@ def retry_window(session: Session, job: Job, *, now: float, settings: Settings) 
     in, each should come back every ``P * T / slots`` seconds. Clamped to the settings' bounds.
     """
     config = job_config(job)
-    slots = (
-        config.aggregation.concurrency
-        if job.mode == JobMode.ASYNC
-        else rounds.selection_size(config)
-    )
+    if job.mode == JobMode.ASYNC:
+        slots = config.aggregation.concurrency
+    else:  # the open round's cohort; reading round history here would tax every refusal
+        open_size = session.scalar(
+            select(Round.to_select).where(Round.job_id == job.id, Round.status == RoundStatus.OPEN)
+        )
+        slots = open_size or rounds.selection_size(config)
     durations = session.scalars(
         select(Lease.closed_at - Lease.issued_at)
         .where(Lease.job_id == job.id, Lease.closed_at.is_not(None))

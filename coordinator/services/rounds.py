@@ -14,13 +14,66 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coordinator.api.schemas import JobCreate
-from coordinator.db.models import Job, Lease, LeaseStatus, Round, RoundStatus
+from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus
+from coordinator.selection import CohortPlan, RoundHistory, plan_cohort
 from coordinator.services import versions
 
 
 def selection_size(config: JobCreate) -> int:
-    """Devices a round selects: the target times the over-selection factor, rounded up."""
+    """Devices a round selects by the configured factor: target × over-selection, rounded up."""
     return math.ceil(config.aggregation.target * config.aggregation.over_selection)
+
+
+def history(session: Session, job_id: int, *, now: float, rounds: int = 20) -> RoundHistory:
+    """Outcomes of the devices selected in the job's last closed rounds."""
+    recent = (
+        select(Round.id)
+        .where(Round.job_id == job_id, Round.status != RoundStatus.OPEN)
+        .order_by(Round.number.desc())
+        .limit(rounds)
+    )
+    # A device cut when its round closed still finishes and tries to upload; the refusal is
+    # recorded, and its time un-censors the device: it was slow, not dead.
+    late = (
+        select(Rejection.lease_id, func.min(Rejection.at).label("at"))
+        .where(Rejection.lease_id.is_not(None))
+        .group_by(Rejection.lease_id)
+        .subquery()
+    )
+    leases = session.execute(
+        select(Lease.status, Lease.issued_at, Lease.closed_at, Lease.deadline_at, late.c.at)
+        .outerjoin(late, late.c.lease_id == Lease.id)
+        .where(Lease.round_id.in_(recent))
+    ).all()
+    reported, censored, aborted = [], [], 0
+    for status, issued, closed, deadline, late_at in leases:
+        if closed is None:
+            continue
+        if status == LeaseStatus.COMPLETED:
+            reported.append(closed - issued)
+        elif status == LeaseStatus.ABORTED:
+            aborted += 1
+        elif late_at is not None and late_at >= closed:
+            reported.append(late_at - issued)
+        else:  # cut or expired, and silent since: an alive device would upload by its deadline
+            censored.append(min(now, deadline) - issued)
+    return RoundHistory(report_seconds=reported, censored_seconds=censored, aborted=aborted)
+
+
+def plan_next_round(session: Session, job: Job, config: JobCreate, *, now: float) -> CohortPlan:
+    """Cohort size and deadline of the next round: learned, or as configured."""
+    aggregation = config.aggregation
+    if not aggregation.adaptive_over_selection:
+        return CohortPlan(
+            selection_size(config), aggregation.round_seconds, math.nan, math.nan, learned=False
+        )
+    return plan_cohort(
+        history(session, job.id, now=now),
+        target=aggregation.target,
+        over_selection=aggregation.over_selection,
+        round_seconds=aggregation.round_seconds,
+        goal=aggregation.completion_goal,
+    )
 
 
 def minimum_reports(config: JobCreate) -> int:
@@ -39,6 +92,7 @@ def open_round(session: Session, job: Job, config: JobCreate, *, now: float) -> 
         current = None
     if current is None:
         last = session.scalar(select(func.max(Round.number)).where(Round.job_id == job.id))
+        cohort = plan_next_round(session, job, config, now=now)
         current = Round(
             job_id=job.id,
             number=(last or 0) + 1,
@@ -46,9 +100,9 @@ def open_round(session: Session, job: Job, config: JobCreate, *, now: float) -> 
             status=RoundStatus.OPEN,
             target=config.aggregation.target,
             minimum=minimum_reports(config),
-            to_select=selection_size(config),
+            to_select=cohort.to_select,
             opened_at=now,
-            deadline_at=now + config.aggregation.round_seconds,
+            deadline_at=now + cohort.deadline_seconds,
         )
         session.add(current)
         session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,12 +50,15 @@ class ServerProcess:
                     self.db_url,
                     "--port",
                     str(self.port),
+                    "--workers",
+                    str(self.workers),
                     "--log-level",
                     "warning",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # its own process group: workers die with it
             )
         while True:
             try:
@@ -69,14 +73,15 @@ class ServerProcess:
             time.sleep(0.05)
 
     def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a host crash would."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            self.kill()
 
 
 def free_port() -> int:
