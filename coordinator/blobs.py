@@ -11,9 +11,12 @@ from coordinator.db.models import Blob
 from coordinator.errors import NotFound
 
 
-def put_blob(session: Session, data: bytes, *, now: float) -> str:
-    """Store ``data`` under its sha256 (a no-op if present) and return the digest."""
-    digest = hashlib.sha256(data).hexdigest()
+def put_blob(session: Session, data: bytes, *, now: float, digest: str | None = None) -> str:
+    """Store ``data`` under its sha256 (a no-op if present) and return the digest.
+
+    Pass ``digest`` when the caller has already hashed ``data``, to hash it once.
+    """
+    digest = digest or hashlib.sha256(data).hexdigest()
     if session.get(Blob, digest) is None:
         session.add(Blob(sha256=digest, size=len(data), data=data, created_at=now))
         session.flush()

@@ -120,6 +120,9 @@ def _coordinator_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    # One BLAS thread per worker: requests already run in parallel, and a threaded OpenBLAS
+    # dot had a long latency tail on a busy 2-core host (benchmarks/coordinator_load.py).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Flags become FEDGE_* variables: each worker process builds its Settings from them.
     for flag, variable in (("db", "FEDGE_DB_URL"), ("admin_token", "FEDGE_ADMIN_TOKEN")):
         value = getattr(args, flag)

@@ -84,7 +84,11 @@ def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
     """
     statement = select(Job).where(Job.id == job_id)
     if for_update:
-        statement = statement.with_for_update(key_share=True)
+        # populate_existing: a Job loaded earlier in this session must be re-read under the
+        # lock, or the identity map hands back its stale current_version.
+        statement = statement.with_for_update(key_share=True).execution_options(
+            populate_existing=True
+        )
     job = session.scalar(statement)
     if job is None:
         raise NotFound(f"no job {job_id}")

@@ -49,30 +49,24 @@ def upload(
     metrics: dict[str, Any],
     now: float,
 ) -> UploadReceipt:
-    """Accept one update for ``lease_id``; a retry of an accepted upload is acknowledged again."""
-    lease = owned_lease(session, device, lease_id)
-    job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
-    session.refresh(lease, with_for_update=True)
-    digest = hashlib.sha256(body).hexdigest()
+    """Accept one update for ``lease_id``; a retry of an accepted upload is acknowledged again.
 
+    The payload is decoded, checked and stored before the job's row is locked: the lock
+    serialises every upload of a job, so only the state checks and the version step are
+    done while holding it.
+    """
+    lease = owned_lease(session, device, lease_id)
+    job = get_job(session, lease.job_id)  # no lock yet: plan and config never change
+    digest = hashlib.sha256(body).hexdigest()
     if lease.status == LeaseStatus.COMPLETED:
         return _replay(session, job, lease, digest)
-    if lease.status != LeaseStatus.ACTIVE:
-        raise LeaseClosed(f"lease {lease_id} is {lease.status.value} ({lease.close_reason})")
-    if now > lease.deadline_at:
-        lease.status, lease.close_reason, lease.closed_at = LeaseStatus.EXPIRED, "deadline", now
-        raise LeaseClosed(f"lease {lease_id} expired {now - lease.deadline_at:.1f} s ago")
-    if base_version != lease.base_version:
-        raise WrongBaseVersion(
-            f"lease {lease_id} handed out version {lease.base_version}, "
-            f"the update says it was trained from version {base_version}"
-        )
+    _check_lease(lease, base_version=base_version, now=now)
     if not 1 <= num_examples <= MAX_EXAMPLES:
         raise BadRequest(f"num_examples must lie in [1, {MAX_EXAMPLES}], got {num_examples}")
 
     config = job_config(job)
     delta = _decode(body, get_plan(session, job.plan_id).num_params)
-    norm = float(np.linalg.norm(delta.astype(np.float64)))
+    norm = _l2_norm(delta)
     clipped = False
     bound = config.aggregation.max_update_norm
     if bound is not None and norm > bound:
@@ -82,7 +76,13 @@ def upload(
             )
         delta, clipped = clip_by_norm(delta, bound)
         body = encode_vector(delta)
+    stored = put_blob(session, body, now=now, digest=None if clipped else digest)
 
+    job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
+    session.refresh(lease, with_for_update=True)
+    if _completed(lease):  # re-read under the lock: a concurrent retry of this upload won
+        return _replay(session, job, lease, digest)
+    _check_lease(lease, base_version=base_version, now=now)
     staleness = job.current_version - lease.base_version
     if job.mode == JobMode.ASYNC and staleness > config.aggregation.max_staleness:
         raise StaleUpdate(
@@ -101,7 +101,7 @@ def upload(
             base_version=lease.base_version,
             staleness=staleness,
             num_examples=num_examples,
-            delta_sha256=put_blob(session, body, now=now),
+            delta_sha256=stored,
             norm=norm,
             clipped=clipped,
             metrics=metrics | {"upload_sha256": digest},
@@ -161,6 +161,28 @@ def record_rejection(
                     "deadline",
                     now,
                 )
+
+
+def _completed(lease: Lease) -> bool:
+    return lease.status == LeaseStatus.COMPLETED
+
+
+def _check_lease(lease: Lease, *, base_version: int, now: float) -> None:
+    if lease.status != LeaseStatus.ACTIVE:
+        raise LeaseClosed(f"lease {lease.id} is {lease.status.value} ({lease.close_reason})")
+    if now > lease.deadline_at:
+        raise LeaseClosed(f"lease {lease.id} expired {now - lease.deadline_at:.1f} s ago")
+    if base_version != lease.base_version:
+        raise WrongBaseVersion(
+            f"lease {lease.id} handed out version {lease.base_version}, "
+            f"the update says it was trained from version {base_version}"
+        )
+
+
+def _l2_norm(delta: np.ndarray[Any, np.dtype[np.float32]]) -> float:
+    # float64 accumulation without BLAS: np.linalg.norm's threaded dot has a long latency
+    # tail on a busy server.
+    return float(np.sqrt(np.einsum("i,i->", delta, delta, dtype=np.float64)))
 
 
 def _replay(session: Session, job: Job, lease: Lease, digest: str) -> UploadReceipt:

@@ -142,7 +142,10 @@ def run_device(
         uploader = clients[(turn + 1) % len(clients)]  # upload through the other replica
         try:
             receipt = retrying(lambda: uploader.upload(answer, delta, num_examples=10), stop)  # noqa: B023
-        except ProtocolError:  # e.g. too stale after a long outage: refused, not lost
+        except ProtocolError as refused:  # e.g. too stale after a long outage: refused, not lost
+            if refused.status >= 500:
+                with lock:
+                    acknowledged[f"server-error:{answer.lease_id}"] = refused.message
             continue
         with lock:
             acknowledged[answer.lease_id] = receipt.status
@@ -171,6 +174,8 @@ def check_invariants(
         }
     engine.dispose()
 
+    errors = {k: v for k, v in acknowledged.items() if k.startswith("server-error:")}
+    assert not errors, f"the coordinator answered 5xx: {errors}"
     stored = {u.lease_id for u in updates}
     assert set(acknowledged) <= stored, "an acknowledged upload was lost"
     assert len(stored) == len(updates), "a lease has two updates"
