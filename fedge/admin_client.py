@@ -46,15 +46,20 @@ class AdminClient:
         weights_sha = self.put_blob(
             (plan_path.parent / manifest["initial_weights_file"]).read_bytes()
         )
-        return self._json(
-            "POST",
-            "/v1/admin/plans",
-            json={
-                "manifest": manifest,
-                "plan_sha256": plan_sha,
-                "initial_weights_sha256": weights_sha,
-            },
-        )
+        body = {
+            "manifest": manifest,
+            "plan_sha256": plan_sha,
+            "initial_weights_sha256": weights_sha,
+        }
+        if manifest.get("inference_file"):
+            template = (plan_path.parent / manifest["inference_file"]).read_bytes()
+            body["inference_sha256"] = self.put_blob(template)
+        return self._json("POST", "/v1/admin/plans", json=body)
+
+    def inference_model(self, job_id: int, number: int) -> bytes:
+        """An inference-only ``.tflite`` of a version."""
+        url = f"/v1/admin/jobs/{job_id}/versions/{number}/model.tflite"
+        return self._request("GET", url).content
 
     def put_blob(self, data: bytes) -> str:
         """Store bytes on the coordinator; return their sha256."""

@@ -34,6 +34,7 @@ def _models_export(args: argparse.Namespace) -> int:
     )
     print(f"wrote {exported.manifest_path} ({manifest.num_params:,} parameters)")
     print(f"wrote {exported.weights_path} (initial weights)")
+    print(f"wrote {exported.inference_path} (inference-only template)")
     return 0
 
 

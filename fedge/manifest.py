@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from fedge.errors import ManifestError
+from fedge.inference import InferencePatch, render
 
 MANIFEST_FORMAT = "fedge.plan/1"
 
@@ -81,6 +85,11 @@ class PlanManifest:
         }
     )
     format: str = MANIFEST_FORMAT
+    # The inference-only template (see fedge.inference); absent in plans exported without one.
+    inference_file: str | None = None
+    inference_sha256: str | None = None
+    inference_signature: str | None = None
+    inference_patches: tuple[InferencePatch, ...] = ()
 
     def to_json(self) -> str:
         """Serialise as indented JSON."""
@@ -131,6 +140,17 @@ class PlanManifest:
                 created_by=str(raw["created_by"]),
                 signatures=raw["signatures"],
                 format=raw["format"],
+                inference_file=raw.get("inference_file"),
+                inference_sha256=raw.get("inference_sha256"),
+                inference_signature=raw.get("inference_signature"),
+                inference_patches=tuple(
+                    InferencePatch(
+                        name=str(p["name"]),
+                        byte_offset=int(p["byte_offset"]),
+                        layout=str(p["layout"]),
+                    )
+                    for p in raw.get("inference_patches", ())
+                ),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"manifest is missing or has a bad field: {exc!r}") from exc
@@ -149,6 +169,22 @@ class PlanManifest:
             offset += piece.size
         if offset != self.num_params:
             raise ManifestError(f"layout covers {offset} weights, manifest says {self.num_params}")
+
+    def render_inference(self, template: bytes, weights: npt.NDArray[np.float32]) -> bytes:
+        """An inference-only ``.tflite`` holding ``weights``, made from the template."""
+        if not self.inference_patches or self.inference_sha256 is None:
+            raise ManifestError(f"plan {self.name!r} was exported without an inference template")
+        if hashlib.sha256(template).hexdigest() != self.inference_sha256:
+            raise ManifestError("the inference template does not match the manifest's sha256")
+        if weights.shape != (self.num_params,):
+            raise ManifestError(f"expected {self.num_params} weights, got {weights.shape}")
+        return render(
+            template,
+            self.inference_patches,
+            {piece.name: piece.shape for piece in self.weights_layout},
+            {piece.name: piece.offset for piece in self.weights_layout},
+            weights,
+        )
 
     def verify_plan(self, plan: bytes) -> None:
         """Raise :class:`ManifestError` unless ``plan`` is the plan this manifest describes."""

@@ -45,6 +45,7 @@ def register_plan(body: PlanCreate, sessions: Sessions, clock: AppClock) -> Plan
             manifest=body.manifest,
             plan_sha256=body.plan_sha256,
             initial_weights_sha256=body.initial_weights_sha256,
+            inference_sha256=body.inference_sha256,
             now=clock.now(),
         )
         return _plan_view(plan)
@@ -102,6 +103,23 @@ def version_weights(job_id: int, number: int, sessions: Sessions) -> Response:
     with transaction(sessions) as session:
         data = jobs.version_weights(session, job_id, number)
     return Response(content=data, media_type=MEDIA_TYPE)
+
+
+@router.get("/jobs/{job_id}/versions/{number}/model.tflite", response_class=Response)
+def version_inference_model(job_id: int, number: int, sessions: Sessions) -> Response:
+    """An inference-only ``.tflite`` of any version: the plan's forward pass, weights baked in."""
+    with transaction(sessions) as session:
+        job = jobs.get_job(session, job_id)
+        model = plans.inference_model(
+            session,
+            plans.get_plan(session, job.plan_id),
+            jobs.version_weights(session, job_id, number),
+        )
+    return Response(
+        content=model,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="job{job_id}-v{number}.tflite"'},
+    )
 
 
 def _plan_view(plan: Plan) -> PlanView:

@@ -204,6 +204,9 @@ class PlanCreate(Strict):
     manifest: dict[str, object]
     plan_sha256: str = Field(..., pattern="^[0-9a-f]{64}$")
     initial_weights_sha256: str = Field(..., pattern="^[0-9a-f]{64}$")
+    inference_sha256: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="the inference-only template, if exported"
+    )
 
 
 class PlanView(BaseModel):

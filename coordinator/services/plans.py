@@ -21,13 +21,20 @@ def register_plan(
     manifest: dict[str, Any],
     plan_sha256: str,
     initial_weights_sha256: str,
+    inference_sha256: str | None = None,
     now: float,
 ) -> Plan:
     """Register a plan whose bytes are already stored; the manifest must describe them."""
     try:
         parsed = PlanManifest.from_dict(manifest)
         parsed.verify_plan(get_blob(session, plan_sha256))
-        decode_vector(get_blob(session, initial_weights_sha256), expected_length=parsed.num_params)
+        initial = decode_vector(
+            get_blob(session, initial_weights_sha256), expected_length=parsed.num_params
+        )
+        if inference_sha256 is not None:
+            if inference_sha256 != parsed.inference_sha256:
+                raise BadRequest("inference template does not match the manifest's sha256")
+            parsed.render_inference(get_blob(session, inference_sha256), initial)
     except NotFound as exc:
         raise BadRequest(f"upload the blob first: {exc.message}") from exc
     except FedgeError as exc:
@@ -58,6 +65,18 @@ def get_plan(session: Session, plan_id: int) -> Plan:
     if plan is None:
         raise NotFound(f"no plan {plan_id}")
     return plan
+
+
+def inference_model(session: Session, plan: Plan, weights: bytes) -> bytes:
+    """An inference-only ``.tflite`` of ``plan`` holding the encoded ``weights``."""
+    manifest = manifest_of(plan)
+    if manifest.inference_sha256 is None:
+        raise NotFound(f"plan {plan.id} was published without an inference template")
+    try:
+        template = get_blob(session, manifest.inference_sha256)
+    except NotFound:
+        raise NotFound(f"plan {plan.id}'s inference template was not uploaded") from None
+    return manifest.render_inference(template, decode_vector(weights))
 
 
 def manifest_of(plan: Plan) -> PlanManifest:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from fedge.cli import main
@@ -72,3 +73,24 @@ def test_an_unreachable_server_is_reported_without_a_traceback(capsys):
 
     assert status == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_any_version_downloads_as_an_inference_only_model(coordinator):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from device_sdk import PlanRunner
+    from fedge.admin_client import AdminClient
+    from tests.integration.conftest import ADMIN_TOKEN
+
+    job = coordinator.create_job(coordinator.publish_plan(), mode="async", buffer_size=1)
+    device = coordinator.device()
+    device.upload(device.check_in(FACTS), _zero_delta(), num_examples=3)
+    runner = PlanRunner.from_files(coordinator.plans_dir / "synthetic_logreg.tflite")
+    x = np.random.default_rng(0).random((4, 60), dtype=np.float32)
+
+    with AdminClient(coordinator.url, ADMIN_TOKEN) as admin:
+        model = admin.inference_model(job["id"], 1)
+
+    runner.set_weights(coordinator.weights(job["id"], 1))
+    served = Interpreter(model_content=model).get_signature_runner("serving_default")
+    np.testing.assert_allclose(served(x=x)["probabilities"], runner.infer(x), atol=1e-6)

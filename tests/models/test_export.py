@@ -77,6 +77,7 @@ def test_cli_export_writes_plan_manifest_and_initial_weights(tmp_path, capsys):
         "synthetic_logreg.tflite",
         "synthetic_logreg.json",
         "synthetic_logreg.weights",
+        "synthetic_logreg.infer.tflite",
     }
     assert "610 parameters" in capsys.readouterr().out
 
