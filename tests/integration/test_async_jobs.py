@@ -171,3 +171,23 @@ def test_ineligible_devices_get_a_retry_window_with_the_reason(coordinator):
 
     assert isinstance(answer, RetryWindow)
     assert "at least 100 local examples" in answer.reason
+
+
+def test_the_retry_window_follows_the_arrival_rate_the_job_needs(coordinator):
+    # Pace steering: with P devices checking in and C slots each busy T seconds, a refused device
+    # should come back about every P·T/C seconds — more devices or fewer slots: wait longer.
+    coordinator.create_job(
+        coordinator.publish_plan(), mode="async", concurrency=2, task={"lease_seconds": 100}
+    )
+    fleet = [coordinator.device() for _ in range(4)]
+    for device in fleet[:2]:
+        assert isinstance(device.check_in(FACTS), Task)
+    small = fleet[2].check_in(FACTS)
+    fleet += [coordinator.device() for _ in range(36)]  # ten times the population
+
+    large = fleet[3].check_in(FACTS)
+
+    assert isinstance(small, RetryWindow) and isinstance(large, RetryWindow)
+    # T defaults to lease_seconds / 2 = 50 s before any task has finished.
+    assert (small.min + small.max) / 2 == pytest.approx(4 * 50 / 2)
+    assert (large.min + large.max) / 2 == pytest.approx(40 * 50 / 2)
