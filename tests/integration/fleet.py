@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -20,7 +21,7 @@ from sqlalchemy import create_engine, text
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
 from fedge.wire import decode_vector, encode_vector
-from tests.integration.conftest import ADMIN_TOKEN
+from tests.integration.conftest import ADMIN_TOKEN, LiveCoordinator
 
 NUM_PARAMS = 610  # synthetic_logreg
 
@@ -191,3 +192,45 @@ def check_invariants(
         deltas = [decode_vector(blobs[u.delta_sha256]).astype(np.float64) for u in members]
         expected += np.mean(deltas, axis=0)  # equal example counts, constant staleness
     np.testing.assert_allclose(final, expected, atol=1e-5)
+
+
+@contextlib.contextmanager
+def fleet_job(
+    url: str, plans_dir: Path, db_url: str, *, buffer_size: int
+) -> Iterator[tuple[LiveCoordinator, dict[str, Any], np.ndarray]]:
+    """An async job that makes the final weights checkable: constant staleness, no cap."""
+    admin = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
+    )
+    live = LiveCoordinator(url=url, clock=None, admin=admin, plans_dir=plans_dir, db_url=db_url)
+    try:
+        job = live.create_job(
+            live.publish_plan(),
+            mode="async",
+            concurrency=8,
+            buffer_size=buffer_size,
+            max_staleness=1000,
+            staleness="constant",
+        )
+        yield live, job, live.weights(job["id"], 0)
+    finally:
+        admin.close()
+
+
+@contextlib.contextmanager
+def running_fleet(urls: str | Sequence[str], devices: int) -> Iterator[dict[str, str]]:
+    """Scripted devices working in threads; yields the uploads acknowledged so far (by lease)."""
+    acknowledged: dict[str, str] = {}
+    stop, lock = threading.Event(), threading.Lock()
+    threads = [
+        threading.Thread(target=device_loop, args=(urls, i, acknowledged, stop, lock), daemon=True)
+        for i in range(devices)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)

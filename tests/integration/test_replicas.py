@@ -7,15 +7,18 @@ and row locks, so no update is counted twice and no version is lost or forked.
 
 from __future__ import annotations
 
-import threading
 import time
 
-import httpx
 import pytest
 
 from tests.databases import fresh_database
-from tests.integration.conftest import ADMIN_TOKEN, LiveCoordinator
-from tests.integration.fleet import ServerProcess, check_invariants, device_loop, free_port
+from tests.integration.fleet import (
+    ServerProcess,
+    check_invariants,
+    fleet_job,
+    free_port,
+    running_fleet,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,48 +33,20 @@ def test_two_replicas_with_two_workers_each_count_every_update_once(tmp_path, pl
         for replica in replicas:
             replica.start()
         try:
-            admin = httpx.Client(
-                base_url=replicas[0].url,
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                timeout=10,
-            )
-            live = LiveCoordinator(
-                url=replicas[0].url, clock=None, admin=admin, plans_dir=plans_dir, db_url=db_url
-            )  # type: ignore[arg-type]
-            job = live.create_job(
-                live.publish_plan(),
-                mode="async",
-                concurrency=8,
-                buffer_size=4,
-                max_staleness=1000,
-                staleness="constant",
-            )
-            initial = live.weights(job["id"], 0)
-            acknowledged: dict[str, str] = {}
-            stop, lock = threading.Event(), threading.Lock()
-            urls = [r.url for r in replicas]
-            devices = [
-                threading.Thread(
-                    target=device_loop, args=(urls, i, acknowledged, stop, lock), daemon=True
-                )
-                for i in range(8)
-            ]
-            for thread in devices:
-                thread.start()
-            time.sleep(6)
-            stop.set()
-            for thread in devices:
-                thread.join(timeout=30)
-            final_version = live.job(job["id"])["current_version"]
-            final = live.weights(job["id"], final_version)
-            admin.close()
+            with fleet_job(replicas[0].url, plans_dir, db_url, buffer_size=4) as (
+                live,
+                job,
+                initial,
+            ):
+                with running_fleet([r.url for r in replicas], devices=8) as acknowledged:
+                    time.sleep(6)
+                final_version = live.job(job["id"])["current_version"]
+                final = live.weights(job["id"], final_version)
         finally:
             for replica in replicas:
                 replica.stop()
 
-        assert len(acknowledged) >= 20, (
-            f"only {len(acknowledged)} uploads: too little concurrency to test"
-        )
+        assert len(acknowledged) >= 20, f"only {len(acknowledged)} uploads: too little to test"
         print(
             f"{kind}: {len(acknowledged)} uploads through 2 replicas x 2 workers, "
             f"{final_version} versions"

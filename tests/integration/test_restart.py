@@ -13,16 +13,19 @@ SIGKILL at moments nobody chose and restarted from its database. Afterwards:
 
 from __future__ import annotations
 
-import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 
 from tests.databases import fresh_database
-from tests.integration.conftest import ADMIN_TOKEN, LiveCoordinator
-from tests.integration.fleet import ServerProcess, check_invariants, device_loop, free_port
+from tests.integration.fleet import (
+    ServerProcess,
+    check_invariants,
+    fleet_job,
+    free_port,
+    running_fleet,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,45 +36,17 @@ def test_sigkill_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path, 
         server = ServerProcess(db_url, free_port(), tmp_path / "server.log")
         server.start()
         try:
-            admin = httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
-            )
-            live = LiveCoordinator(
-                url=server.url, clock=None, admin=admin, plans_dir=plans_dir, db_url=db_url
-            )  # type: ignore[arg-type]
-            job = live.create_job(
-                live.publish_plan(),
-                mode="async",
-                concurrency=8,
-                buffer_size=3,
-                max_staleness=1000,
-                staleness="constant",
-            )
-            initial = live.weights(job["id"], 0)
-            acknowledged: dict[str, str] = {}
-            stop, lock = threading.Event(), threading.Lock()
-            devices = [
-                threading.Thread(
-                    target=device_loop, args=(server.url, i, acknowledged, stop, lock), daemon=True
-                )
-                for i in range(6)
-            ]
-            for thread in devices:
-                thread.start()
-
-            restarts = []
-            kill_rng = np.random.default_rng(5)
-            for _ in range(3):
-                time.sleep(float(kill_rng.uniform(0.5, 2.0)))  # a moment nobody chose
-                server.kill()
-                restarts.append(server.start())
-            time.sleep(1.5)
-            stop.set()
-            for thread in devices:
-                thread.join(timeout=30)
-            final_version = live.job(job["id"])["current_version"]
-            final = live.weights(job["id"], final_version)
-            admin.close()
+            with fleet_job(server.url, plans_dir, db_url, buffer_size=3) as (live, job, initial):
+                restarts = []
+                with running_fleet(server.url, devices=6) as acknowledged:
+                    kill_rng = np.random.default_rng(5)
+                    for _ in range(3):
+                        time.sleep(float(kill_rng.uniform(0.5, 2.0)))  # a moment nobody chose
+                        server.kill()
+                        restarts.append(server.start())
+                    time.sleep(1.5)
+                final_version = live.job(job["id"])["current_version"]
+                final = live.weights(job["id"], final_version)
         finally:
             server.stop()
 
