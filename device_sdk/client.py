@@ -100,5 +100,11 @@ class CoordinatorClient:
                 reason, message = str(error["error"]), str(error["message"])
             except (ValueError, KeyError, TypeError):
                 reason, message = "http_error", response.text[:200]
-            raise ProtocolError(response.status_code, reason, message)
+            retry_after = response.headers.get("Retry-After")
+            raise ProtocolError(
+                response.status_code,
+                reason,
+                message,
+                float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
         return response

@@ -15,11 +15,14 @@ from device_sdk.errors import DeviceError
 class ProtocolError(DeviceError):
     """The server refused a request (4xx/5xx) or answered something unreadable."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

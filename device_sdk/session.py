@@ -1,0 +1,233 @@
+"""The device's protocol logic, written once and free of I/O (sans-IO).
+
+:func:`device_session` is a generator: it yields *actions* — check in, sleep, download, train,
+upload, abort — and receives each action's *result*. :mod:`device_sdk.runner` performs them
+with HTTP, LiteRT and real sleeps; the simulator performs the very same actions in virtual
+time. Failures come back as results (a :class:`Failure`), never as exceptions thrown into the
+generator, so every retry decision lives here, where it can be tested step by step:
+
+- a retry window is honoured with uniform jitter inside it (pace steering);
+- transport failures and 5xx back off exponentially with full jitter, capped; ``Retry-After``
+  (429, 503) is honoured;
+- an upload is retried until its lease deadline (it is idempotent per lease), then given up;
+- a refused upload (409 stale, expired lease, 400 invalid) is not retried;
+- losing eligibility mid-training aborts the task and reports the abort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from device_sdk.protocol import EligibilityFacts, RetryWindow, Task, UploadReceipt
+from device_sdk.trainer import TrainResult
+from fedge.wire import encode_vector
+
+# --- actions a session yields ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    """Ask for a task. Result: a Task, a RetryWindow, or a Failure."""
+
+    facts: EligibilityFacts
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait. Result: None."""
+
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Download:
+    """Fetch a plan or weights. Result: bytes (sha256-verified by the performer) or a Failure."""
+
+    url: str
+    sha256: str
+    what: Literal["plan", "weights"]
+
+
+@dataclass(frozen=True)
+class Train:
+    """Train the task locally. Result: a TrainResult, an Interrupted, or a Failure."""
+
+    task: Task
+    plan: bytes
+    weights: bytes
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Upload an encoded delta. Result: an UploadReceipt or a Failure."""
+
+    task: Task
+    update: bytes
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Tell the coordinator the task is given up. Result: None or a Failure (ignored)."""
+
+    task: Task
+    reason: str
+
+
+Action = CheckIn | Sleep | Download | Train | Upload | Abort
+
+
+# --- results that are not protocol messages -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An action that failed: ``status`` 0 for transport errors, else the HTTP status."""
+
+    status: int
+    reason: str
+    message: str = ""
+    retry_after: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Transport errors, 429 and 5xx may succeed later; other 4xx will not."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Training stopped because the device stopped being eligible (battery, user, heat)."""
+
+    reason: str
+
+
+# --- the session ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt k waits uniform(0, min(cap, base·2^k)).
+
+    Full jitter spreads a fleet's retries out after an outage (AWS Architecture Blog,
+    "Exponential Backoff And Jitter", 2015).
+    """
+
+    base: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, attempt: int, rng: np.random.Generator) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        return float(rng.uniform(0.0, min(self.cap, self.base * 2.0**attempt)))
+
+
+@dataclass
+class SessionStats:
+    """What a session did, for logs, tests and the simulator's reports."""
+
+    check_ins: int = 0
+    tasks: int = 0
+    uploads_accepted: int = 0
+    uploads_refused: int = 0
+    aborts: int = 0
+    failures: int = 0
+    receipts: list[UploadReceipt] = field(default_factory=list)
+
+
+def device_session(
+    facts: Callable[[], EligibilityFacts],
+    *,
+    rng: np.random.Generator,
+    now: Callable[[], float],
+    stats: SessionStats | None = None,
+    max_tasks: int | None = None,
+    backoff: Backoff | None = None,
+) -> Generator[Action, Any, SessionStats]:
+    """Run the device protocol until ``max_tasks`` tasks have ended (forever if None)."""
+    stats = stats if stats is not None else SessionStats()
+    backoff = backoff or Backoff()
+    failures = 0
+    while max_tasks is None or stats.tasks < max_tasks:
+        stats.check_ins += 1
+        answer = yield CheckIn(facts())
+        if isinstance(answer, Failure):
+            stats.failures += 1
+            yield Sleep(_wait(answer, failures, backoff, rng), f"check-in failed: {answer.reason}")
+            failures += 1
+            continue
+        failures = 0
+        if isinstance(answer, RetryWindow):
+            yield Sleep(float(rng.uniform(answer.min, answer.max)), answer.reason)
+            continue
+        task: Task = answer
+        stats.tasks += 1
+        yield from _run_task(task, rng=rng, now=now, stats=stats, backoff=backoff)
+    return stats
+
+
+def _run_task(
+    task: Task,
+    *,
+    rng: np.random.Generator,
+    now: Callable[[], float],
+    stats: SessionStats,
+    backoff: Backoff,
+) -> Generator[Action, Any, None]:
+    blobs: dict[str, bytes] = {}
+    for what, url, sha in (
+        ("plan", task.plan_url, task.plan_sha256),
+        ("weights", task.weights_url, task.weights_sha256),
+    ):
+        attempt = 0
+        while True:
+            result = yield Download(url, sha, what)  # type: ignore[arg-type]
+            if isinstance(result, bytes):
+                blobs[what] = result
+                break
+            stats.failures += 1
+            if not result.retryable or now() >= task.deadline:
+                yield Abort(task, "error")
+                stats.aborts += 1
+                return
+            yield Sleep(_wait(result, attempt, backoff, rng), f"download failed: {result.reason}")
+            attempt += 1
+
+    outcome = yield Train(task, blobs["plan"], blobs["weights"])
+    if isinstance(outcome, Interrupted | Failure):
+        reason = outcome.reason if isinstance(outcome, Interrupted) else "error"
+        yield Abort(task, reason if reason in _ABORT_REASONS else "other")
+        stats.aborts += 1
+        return
+    trained: TrainResult = outcome
+    update = Upload(task, encode_vector(trained.delta), trained.num_examples, trained.metrics)
+    attempt = 0
+    while True:
+        result = yield update
+        if isinstance(result, UploadReceipt):
+            stats.uploads_accepted += 1
+            stats.receipts.append(result)
+            return
+        stats.failures += 1
+        if not result.retryable:  # stale, expired, invalid: retrying cannot help
+            stats.uploads_refused += 1
+            return
+        if now() >= task.deadline:  # the lease is gone; the server has freed the slot
+            stats.uploads_refused += 1
+            return
+        yield Sleep(_wait(result, attempt, backoff, rng), f"upload failed: {result.reason}")
+        attempt += 1
+
+
+_ABORT_REASONS = {"battery", "user_activity", "not_eligible", "error", "timeout", "other"}
+
+
+def _wait(failure: Failure, attempt: int, backoff: Backoff, rng: np.random.Generator) -> float:
+    if failure.retry_after is not None:
+        return failure.retry_after
+    return backoff.delay(attempt, rng)

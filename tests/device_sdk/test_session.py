@@ -1,0 +1,174 @@
+"""The device session's protocol logic, driven step by step without any I/O."""
+
+import numpy as np
+import pytest
+
+from device_sdk.protocol import EligibilityFacts, HyperParameters, RetryWindow, Task, UploadReceipt
+from device_sdk.session import (
+    Abort,
+    Backoff,
+    CheckIn,
+    Download,
+    Failure,
+    Interrupted,
+    Sleep,
+    Train,
+    Upload,
+    device_session,
+)
+from device_sdk.trainer import TrainResult
+
+TASK = Task(
+    lease_id="lease-1",
+    job_id=1,
+    plan_sha256="p" * 64,
+    plan_url="/v1/plans/p",
+    global_version=3,
+    weights_url="/v1/jobs/1/versions/3/weights",
+    weights_sha256="w" * 64,
+    hparams=HyperParameters(local_epochs=1, batch_size=8, learning_rate=0.1, momentum=0.0, mu=0.0),
+    deadline=1000.0,
+    round=None,
+)
+TRAINED = TrainResult(delta=np.ones(4, np.float32), num_examples=12, metrics={"train_loss": 0.5})
+RECEIPT = UploadReceipt(
+    status="accepted", lease_id="lease-1", global_version=3, staleness=0, clipped=False
+)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def start(clock=None, **kwargs):
+    session = device_session(
+        lambda: EligibilityFacts(num_examples=12),
+        rng=np.random.default_rng(0),
+        now=clock or Clock(),
+        **kwargs,
+    )
+    return session, next(session)
+
+
+def through_training(session):
+    """Answer the downloads and the training of TASK; return the upload action."""
+    assert session.send(TASK) == Download(TASK.plan_url, TASK.plan_sha256, "plan")
+    assert session.send(b"plan") == Download(TASK.weights_url, TASK.weights_sha256, "weights")
+    train = session.send(b"weights")
+    assert train == Train(TASK, b"plan", b"weights")
+    return session.send(TRAINED)
+
+
+def test_a_task_is_downloaded_trained_and_uploaded_then_the_device_checks_in_again():
+    session, first = start()
+    assert isinstance(first, CheckIn)
+
+    upload = through_training(session)
+
+    assert isinstance(upload, Upload)
+    assert upload.num_examples == 12 and upload.metrics == {"train_loss": 0.5}
+    assert isinstance(session.send(RECEIPT), CheckIn)
+
+
+def test_a_retry_window_is_slept_with_jitter_inside_it():
+    session, _ = start()
+
+    sleeps = [session.send(RetryWindow(min=30, max=90, reason="full")) for _ in range(1)]
+    waits = [sleeps[0].seconds]
+    for _ in range(20):
+        assert isinstance(session.send(None), CheckIn)
+        waits.append(session.send(RetryWindow(min=30, max=90, reason="full")).seconds)
+
+    assert all(30 <= w <= 90 for w in waits)
+    assert len(set(waits)) > 15  # jittered, not a constant
+
+
+def test_check_in_failures_back_off_exponentially_with_full_jitter():
+    session, _ = start(backoff=Backoff(base=1.0, cap=8.0))
+
+    waits = []
+    for _ in range(6):
+        sleep = session.send(Failure(0, "transport"))
+        waits.append(sleep.seconds)
+        assert isinstance(session.send(None), CheckIn)
+
+    bounds = [1, 2, 4, 8, 8, 8]
+    assert all(0 <= w <= b for w, b in zip(waits, bounds, strict=True))
+
+
+def test_retry_after_is_honoured():
+    session, _ = start()
+
+    sleep = session.send(Failure(429, "rate_limited", retry_after=17.0))
+
+    assert sleep == Sleep(17.0, "check-in failed: rate_limited")
+
+
+def test_a_lost_upload_is_retried_with_the_same_bytes_until_it_is_acknowledged():
+    session, _ = start()
+    upload = through_training(session)
+
+    assert isinstance(session.send(Failure(0, "transport")), Sleep)
+    retried = session.send(None)
+    assert isinstance(session.send(Failure(503, "unavailable")), Sleep)
+    again = session.send(None)
+
+    assert retried == upload and again == upload
+    assert isinstance(session.send(RECEIPT), CheckIn)
+
+
+def test_a_refused_upload_is_not_retried():
+    session, _ = start()
+    through_training(session)
+
+    after = session.send(Failure(409, "stale", "update is 30 versions stale"))
+
+    assert isinstance(after, CheckIn)
+
+
+def test_an_upload_is_given_up_once_the_lease_deadline_has_passed():
+    clock = Clock()
+    session, _ = start(clock)
+    through_training(session)
+    clock.t = TASK.deadline + 1
+
+    after = session.send(Failure(0, "transport"))
+
+    assert isinstance(after, CheckIn)
+
+
+def test_losing_eligibility_mid_training_aborts_and_reports_it():
+    session, _ = start()
+    session.send(TASK)
+    session.send(b"plan")
+    session.send(b"weights")
+
+    abort = session.send(Interrupted("battery"))
+
+    assert abort == Abort(TASK, "battery")
+    assert isinstance(session.send(None), CheckIn)
+
+
+def test_a_download_that_cannot_succeed_aborts_the_task():
+    session, _ = start()
+    session.send(TASK)
+
+    abort = session.send(Failure(404, "not_found"))
+
+    assert abort == Abort(TASK, "error")
+
+
+def test_the_session_ends_after_max_tasks_and_returns_its_stats():
+    session, _ = start(max_tasks=1)
+    through_training(session)
+
+    with pytest.raises(StopIteration) as done:
+        session.send(RECEIPT)
+
+    stats = done.value.value
+    assert (stats.tasks, stats.uploads_accepted, stats.check_ins) == (1, 1, 1)
+    assert stats.receipts == [RECEIPT]
