@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.api.deps import (
     AppClock,
@@ -136,7 +137,9 @@ def abort(
     return Response(status_code=204)
 
 
-def _immutable(sessions: Any, digest: str, media_type: str, if_none_match: str | None) -> Response:
+def _immutable(
+    sessions: sessionmaker[Session], digest: str, media_type: str, if_none_match: str | None
+) -> Response:
     etag = f'"{digest}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:

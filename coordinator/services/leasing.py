@@ -43,7 +43,8 @@ def check_in(
     session: Session, device: Device, facts: CheckInRequest, *, now: float, settings: Settings
 ) -> CheckInResponse:
     """A task from the first running job that wants this device, else a retry window."""
-    device.runtime, device.sdk_version = facts.runtime or device.runtime, facts.sdk_version
+    device.runtime = facts.runtime or device.runtime
+    device.sdk_version = facts.sdk_version or device.sdk_version
     jobs = session.scalars(
         select(Job).where(Job.status == JobStatus.RUNNING).order_by(Job.id)
     ).all()

@@ -26,6 +26,7 @@ from coordinator.services.jobs import (
     server_optimizer,
     version_weights,
 )
+from coordinator.services.plans import get_plan
 from fedge.wire import decode_vector, encode_vector
 
 
@@ -59,7 +60,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     pending = pending_updates(session, job.id)[: config.aggregation.buffer_size]
     if len(pending) < config.aggregation.buffer_size:
         return None
-    num_params = _num_params(session, job)
+    num_params = get_plan(session, job.plan_id).num_params
     state = aggregator.init(num_params)
     for update, delta in zip(pending, _deltas(session, pending, num_params), strict=True):
         # The staleness recorded at acceptance is the one that counts: a restart in between
@@ -94,7 +95,7 @@ def make_version_from_round(session: Session, job: Job, current: Round, *, now: 
         .where(Lease.round_id == current.id, Update.version.is_(None))
         .order_by(Update.id)
     ).all()
-    num_params = _num_params(session, job)
+    num_params = get_plan(session, job.plan_id).num_params
     aggregator = FedAvgRound(server_optimizer=server_optimizer(config.aggregation))
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
@@ -163,12 +164,6 @@ def _commit_version(
 def _deltas(session: Session, updates: Sequence[Update], num_params: int) -> Iterator[FloatArray]:
     for update in updates:  # one blob in memory at a time
         yield decode_vector(get_blob(session, update.delta_sha256), expected_length=num_params)
-
-
-def _num_params(session: Session, job: Job) -> int:
-    from coordinator.services.plans import get_plan
-
-    return get_plan(session, job.plan_id).num_params
 
 
 def _optimizer_sha(job: Job) -> str:

@@ -191,3 +191,23 @@ def test_the_retry_window_follows_the_arrival_rate_the_job_needs(coordinator):
     # T defaults to lease_seconds / 2 = 50 s before any task has finished.
     assert (small.min + small.max) / 2 == pytest.approx(4 * 50 / 2)
     assert (large.min + large.max) / 2 == pytest.approx(40 * 50 / 2)
+
+
+def test_a_check_in_that_omits_runtime_facts_keeps_the_registered_ones(coordinator):
+    from sqlalchemy import create_engine, text
+
+    from device_sdk.client import CoordinatorClient
+
+    coordinator.create_job(coordinator.publish_plan(), mode="async")
+    device = CoordinatorClient(coordinator.url)
+    device_id, _ = device.register(runtime="ai_edge_litert", sdk_version="1.2")
+
+    device.check_in(FACTS)  # FACTS carries no runtime or sdk_version
+
+    engine = create_engine(coordinator.db_url)
+    with engine.connect() as db:
+        row = db.execute(
+            text("SELECT runtime, sdk_version FROM devices WHERE id = :d"), {"d": device_id}
+        ).one()
+    engine.dispose()
+    assert tuple(row) == ("ai_edge_litert", "1.2")
