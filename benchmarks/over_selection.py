@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from coordinator.api.schemas import CheckInRequest, JobCreate
 from coordinator.db.migrate import upgrade
-from coordinator.db.models import Lease, Round, RoundStatus
+from coordinator.db.models import Device, Lease, Round, RoundStatus
 from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.errors import CoordinatorError
 from coordinator.services import devices, jobs, leasing, plans, updates
@@ -44,6 +44,7 @@ from fedge.wire import encode_vector
 
 FACTS = CheckInRequest(num_examples=50)
 MEDIAN_REPORT_SECONDS = 120.0
+DELTA = encode_vector(np.zeros(610, np.float32))
 
 
 def export_logreg(out: Path) -> Path:
@@ -53,9 +54,14 @@ def export_logreg(out: Path) -> Path:
     return export_plan("synthetic_logreg", out).plan_path
 
 
+POLICIES = ("fixed", "adaptive", "adaptive+heartbeats")
+
+
 def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) -> dict:
+    """``args.rounds`` rounds of one policy at one dropout rate; completion, waste, pace."""
     rng = np.random.default_rng(args.seed)
     clock = ManualClock()
+    heartbeats = policy.endswith("+heartbeats")
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/bench.db")
         upgrade(engine)
@@ -74,6 +80,9 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
                 ),
                 now=clock.now(),
             )
+            task: dict[str, float] = {"lease_seconds": args.round_seconds}
+            if heartbeats:
+                task["heartbeat_seconds"] = args.heartbeat
             job = jobs.create_job(
                 s,
                 JobCreate.model_validate(
@@ -86,9 +95,9 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
                             "minimum": args.target,
                             "over_selection": 1.3,
                             "round_seconds": args.round_seconds,
-                            "adaptive_over_selection": policy == "adaptive",
+                            "adaptive_over_selection": policy != "fixed",
                         },
-                        "task": {"lease_seconds": args.round_seconds},
+                        "task": task,
                     }
                 ),
                 now=clock.now(),
@@ -98,78 +107,10 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
                 devices.register(s, runtime="sim", sdk_version="", now=clock.now())[0]
                 for _ in range(args.population)
             ]
-        delta = encode_vector(np.zeros(610, np.float32))
-        trained = wasted = 0.0
+        bench = _Bench(sessions, settings, clock, rng, dropout, args, heartbeats)
         cohorts = []
         for _ in range(args.rounds):
-            events: list[tuple[float, int, str, str]] = []  # (time, tie, kind, lease)
-            with transaction(sessions) as s:
-                leases = []
-                for device_id in rng.permutation(fleet)[: 4 * args.target]:
-                    device = s.get(devices.Device, str(device_id))
-                    answer = leasing.check_in(s, device, FACTS, now=clock.now(), settings=settings)
-                    if answer.task is None:
-                        break
-                    leases.append((str(device_id), answer.task.lease_id))
-            cohorts.append(len(leases))
-            start = clock.now()
-            for tie, (device_id, lease_id) in enumerate(leases):
-                work = float(rng.lognormal(np.log(MEDIAN_REPORT_SECONDS), args.sigma))
-                if rng.random() < dropout:
-                    gone = float(rng.uniform(0, work))
-                    if rng.random() < 0.5:
-                        heapq.heappush(
-                            events, (start + gone, tie, "abort", device_id + "|" + lease_id)
-                        )
-                else:
-                    heapq.heappush(
-                        events, (start + work, tie, "report", device_id + "|" + lease_id)
-                    )
-            with transaction(sessions) as s:
-                deadline = (
-                    s.query(Round)
-                    .filter_by(job_id=job_id, status=RoundStatus.OPEN)
-                    .one()
-                    .deadline_at
-                )
-            heapq.heappush(events, (deadline + 1, -1, "sweep", ""))
-            accepted_work = 0.0
-            while events:  # late reports too: a cut device still finishes and tries to upload
-                when, _, kind, ids = heapq.heappop(events)
-                clock.set(max(clock.now(), when))
-                if kind == "sweep":
-                    sweep(sessions, now=when)
-                    continue
-                device_id, lease_id = ids.split("|")
-                if kind == "report":
-                    trained += when - start
-                try:
-                    with transaction(sessions) as s:
-                        device = s.get(devices.Device, device_id)
-                        if kind == "abort":
-                            leasing.abort(s, device, lease_id, reason="battery", now=when)
-                        else:
-                            updates.upload(
-                                s,
-                                device,
-                                lease_id,
-                                delta,
-                                base_version=_base(s, lease_id),
-                                num_examples=50,
-                                metrics={},
-                                now=when,
-                            )
-                            accepted_work += when - start
-                except CoordinatorError as refused:
-                    updates.record_rejection(
-                        sessions, refused, device_id=device_id, lease_id=lease_id, now=when
-                    )
-                    if kind == "report":
-                        wasted += when - start  # its round had closed: trained for nothing
-            with transaction(sessions) as s:
-                last = s.query(Round).filter_by(job_id=job_id).order_by(Round.number.desc()).first()
-                if last is not None and last.status == RoundStatus.FAILED:
-                    wasted += accepted_work  # accepted, but the round never made a version
+            cohorts.append(bench.round(job_id, fleet))
         with transaction(sessions) as s:
             closed = (
                 s.query(Round)
@@ -184,15 +125,155 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
         "dropout": dropout,
         "rounds": len(closed),
         "completed": completed / len(closed),
-        "wasted": wasted / trained if trained else 0.0,
+        "wasted": bench.wasted / bench.trained if bench.trained else 0.0,
         "minutes_per_round": float(minutes),
         "mean_cohort": float(np.mean(cohorts)),
         "last_cohort": cohorts[-1],
+        "heartbeats_per_round": bench.beats / len(closed),
     }
 
 
-def _base(session, lease_id: str) -> int:
-    return int(session.get(Lease, lease_id).base_version)
+class _Bench:
+    """Plays the devices of one job, round after round, in virtual time.
+
+    A round starts with a burst of waiting devices checking in (as many as it takes); while it
+    is open, more devices keep arriving (pace steering's stream, one every ``arrival`` seconds
+    on average), so a place freed by an abort — or, with heartbeats, by a device gone silent —
+    goes to the next arrival. Each selected device drops out with probability ``dropout``
+    (half abort, half go silent) at a uniform point of its work, else reports after a
+    log-normal time. A device cut when its round closes trains on and is refused at upload —
+    or, with heartbeats, stops at its next heartbeat. ``trained`` and ``wasted`` are seconds
+    of work by devices that did not drop out; wasted is what did not enter a version.
+    """
+
+    def __init__(self, sessions, settings, clock, rng, dropout, args, heartbeats):
+        self.sessions, self.settings, self.clock, self.rng = sessions, settings, clock, rng
+        self.dropout, self.args, self.heartbeats = dropout, args, heartbeats
+        self.trained = self.wasted = 0.0
+        self.beats = 0
+        self.tie = 0
+
+    def round(self, job_id: int, fleet: list[str]) -> int:
+        """Play one round to its close (and its cut devices to their end); the cohort taken."""
+        args, rng = self.args, self.rng
+        events: list[tuple[float, int, str, tuple]] = []
+        busy: set[str] = set()
+        start = self.clock.now()
+        round_id = None
+        selected = 0
+        for device_id in rng.permutation(fleet)[: 4 * args.target]:
+            lease = self._check_in(str(device_id), start, events, busy)
+            if lease is None:
+                break
+            selected += 1
+        with transaction(self.sessions) as s:
+            current = s.query(Round).filter_by(job_id=job_id, status=RoundStatus.OPEN).one()
+            round_id, deadline = current.id, current.deadline_at
+        self._push(events, deadline + 1, "sweep", ())
+        self._push(events, start + rng.exponential(args.arrival), "arrive", ())
+        accepted_work = 0.0
+        while events:
+            when, _, kind, data = heapq.heappop(events)
+            self.clock.set(max(self.clock.now(), when))
+            open_ = self._is_open(round_id)
+            if kind == "sweep":
+                sweep(self.sessions, now=when)
+            elif kind == "arrive":
+                if open_:
+                    free = [d for d in rng.permutation(fleet)[:8] if str(d) not in busy]
+                    if free and self._check_in(str(free[0]), when, events, busy) is not None:
+                        selected += 1
+                    self._push(events, when + rng.exponential(args.arrival), "arrive", ())
+                    sweep(self.sessions, now=when)  # the server's background sweep runs often
+            elif kind == "beat":
+                device_id, lease_id, began = data
+                self.beats += 1
+                try:
+                    with transaction(self.sessions) as s:
+                        leasing.heartbeat(s, s.get(Device, device_id), lease_id, now=when)
+                except CoordinatorError:  # its round closed: it stops here
+                    self.trained += when - began
+                    self.wasted += when - began
+                    self._forget(events, lease_id)
+                    busy.discard(device_id)
+            elif kind == "abort":
+                device_id, lease_id, _ = data
+                busy.discard(device_id)
+                try:
+                    with transaction(self.sessions) as s:
+                        leasing.abort(
+                            s, s.get(Device, device_id), lease_id, reason="battery", now=when
+                        )
+                except CoordinatorError:
+                    pass  # its round had closed already
+
+            elif kind == "report":
+                device_id, lease_id, began = data
+                self.trained += when - began
+                busy.discard(device_id)
+                self._forget(events, lease_id)
+                try:
+                    with transaction(self.sessions) as s:
+                        updates.upload(
+                            s,
+                            s.get(Device, device_id),
+                            lease_id,
+                            DELTA,
+                            base_version=int(s.get(Lease, lease_id).base_version),
+                            num_examples=50,
+                            metrics={},
+                            now=when,
+                        )
+                    accepted_work += when - began
+                except CoordinatorError as refused:
+                    updates.record_rejection(
+                        self.sessions, refused, device_id=device_id, lease_id=lease_id, now=when
+                    )
+                    self.wasted += when - began  # its round had closed: trained for nothing
+            if not open_ and not any(k in ("report", "beat") for _, _, k, _ in events):
+                break  # closed, and every cut device has stopped or been refused
+        with transaction(self.sessions) as s:
+            if s.get(Round, round_id).status == RoundStatus.FAILED:
+                self.wasted += accepted_work  # accepted, but the round never made a version
+        return selected
+
+    def _check_in(self, device_id, now, events, busy):
+        with transaction(self.sessions) as s:
+            device = s.get(Device, device_id)
+            answer = leasing.check_in(s, device, FACTS, now=now, settings=self.settings)
+        if answer.task is None:
+            return None
+        lease_id = answer.task.lease_id
+        busy.add(device_id)
+        work = float(self.rng.lognormal(np.log(MEDIAN_REPORT_SECONDS), self.args.sigma))
+        ends = now + work
+        if self.rng.random() < self.dropout:
+            ends = now + float(self.rng.uniform(0, work))
+            if self.rng.random() < 0.5:
+                self._push(events, ends, "abort", (device_id, lease_id, now))
+            # else silent: nothing more is heard from it
+        else:
+            self._push(events, ends, "report", (device_id, lease_id, now))
+        if self.heartbeats:
+            beat = now + self.args.heartbeat
+            while beat < ends:
+                self._push(events, beat, "beat", (device_id, lease_id, now))
+                beat += self.args.heartbeat
+        return lease_id
+
+    def _is_open(self, round_id: int) -> bool:
+        with transaction(self.sessions) as s:
+            return s.get(Round, round_id).status == RoundStatus.OPEN
+
+    def _push(self, events, when, kind, data) -> None:
+        self.tie += 1
+        heapq.heappush(events, (when, self.tie, kind, data))
+
+    @staticmethod
+    def _forget(events, lease_id) -> None:
+        """Drop a stopped device's later events (its beats, its report)."""
+        events[:] = [e for e in events if not (e[3] and e[3][1] == lease_id)]
+        heapq.heapify(events)
 
 
 def main() -> None:
@@ -205,6 +286,10 @@ def main() -> None:
         "--sigma", type=float, default=0.5, help="log-normal spread of report times"
     )
     parser.add_argument("--dropouts", default="0.06,0.1,0.2,0.3")
+    parser.add_argument(
+        "--arrival", type=float, default=10.0, help="mean seconds between check-ins mid-round"
+    )
+    parser.add_argument("--heartbeat", type=float, default=30.0, help="heartbeat interval, s")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
@@ -212,14 +297,15 @@ def main() -> None:
         rows = [
             run(policy, float(d), args, plan_path)
             for d in args.dropouts.split(",")
-            for policy in ("fixed", "adaptive")
+            for policy in POLICIES
         ]
-    header = ("dropout", "policy", "completed", "wasted", "min/round", "cohort")
-    print(" ".join(f"{h:>10}" for h in header))
+    header = ("dropout", "policy", "completed", "wasted", "min/round", "cohort", "beats/round")
+    print(f"{header[0]:>8} {header[1]:>20} " + " ".join(f"{h:>11}" for h in header[2:]))
     for r in rows:
         print(
-            f"{r['dropout']:>10.0%} {r['policy']:>10} {r['completed']:>10.1%} {r['wasted']:>10.1%} "
-            f"{r['minutes_per_round']:>10.1f} {r['mean_cohort']:>10.1f}"
+            f"{r['dropout']:>8.0%} {r['policy']:>20} {r['completed']:>11.1%} "
+            f"{r['wasted']:>11.1%} {r['minutes_per_round']:>11.1f} {r['mean_cohort']:>11.1f} "
+            f"{r['heartbeats_per_round']:>11.1f}"
         )
     print(json.dumps({"target": args.target, "rounds": args.rounds, "rows": rows}))
 

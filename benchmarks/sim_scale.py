@@ -31,6 +31,7 @@ from device_sdk.trainer import LocalTrainingConfig, train_locally  # noqa: E402
 from fedge.manifest import PlanManifest, manifest_path_for  # noqa: E402
 from simulator.config import SimulationConfig  # noqa: E402
 from simulator.device_data import DeviceData  # noqa: E402
+from simulator.run import ensure_plan  # noqa: E402
 
 
 def run_size(devices: int, hours: float, out: Path, extra: list[str]) -> dict[str, float]:
@@ -62,7 +63,7 @@ def run_size(devices: int, hours: float, out: Path, extra: list[str]) -> dict[st
 def training_floor(samples: int = 200) -> float:
     """Mean seconds of one local training on the default plan, data sizes and epochs."""
     config = SimulationConfig()
-    plan = config.plans_dir / f"{config.model}.tflite"
+    plan = ensure_plan(config)  # exported on first use, as ``fedge simulate`` does
     manifest = PlanManifest.from_json(manifest_path_for(plan).read_text())
     runner = PlanRunner(plan.read_bytes(), manifest, num_threads=1)
     data = DeviceData(config.dataset, 10_000, config.partition, seed=0)

@@ -75,6 +75,15 @@ class CoordinatorClient:
         )
         return UploadReceipt(**body)
 
+    def heartbeat(self, task: Task) -> float:
+        """Confirm the device still works on ``task``; the time by which to confirm again.
+
+        A :class:`ProtocolError` 409 ``lease_closed`` means stop: the lease ended (its round
+        reached its target, or it expired) and an upload would be refused.
+        """
+        body = self._json("POST", f"/v1/leases/{task.lease_id}/heartbeat")
+        return float(body["alive_until"])
+
     def abort(self, task: Task, reason: str, detail: str = "") -> None:
         """Give a task back so its slot frees at once."""
         self._send(

@@ -6,7 +6,7 @@ the shape is pinned by the integration tests that run both ends against each oth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from device_sdk.errors import DeviceError
@@ -50,11 +50,21 @@ class Task:
     hparams: HyperParameters
     deadline: float
     round: int | None
+    heartbeat_seconds: float | None = None  # confirm the lease this often while working
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Task:
-        """Parse the ``task`` member of a check-in answer."""
-        return cls(**{**raw, "hparams": HyperParameters(**raw["hparams"])})
+        """Parse the ``task`` member of a check-in answer.
+
+        Fields this SDK does not know are ignored, so a newer coordinator can add some without
+        breaking devices already in the field.
+        """
+        known = {f.name for f in fields(cls)}
+        hparams = {f.name for f in fields(HyperParameters)}
+        return cls(
+            **{k: v for k, v in raw.items() if k in known and k != "hparams"},
+            hparams=HyperParameters(**{k: v for k, v in raw["hparams"].items() if k in hparams}),
+        )
 
 
 @dataclass(frozen=True)

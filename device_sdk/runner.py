@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import time
@@ -27,6 +28,7 @@ from device_sdk.plan_runner import PlanRunner
 from device_sdk.protocol import ProtocolError, Task
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import (
+    LEASE_CLOSED,
     Abort,
     Action,
     CheckIn,
@@ -60,6 +62,7 @@ class LocalRunner:
         sleep: Callable[[float], None] = time.sleep,
         still_eligible: Callable[[], bool] = lambda: True,
         interruption: Callable[[], str | None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Perform actions with ``client`` and the device's examples.
 
@@ -68,6 +71,9 @@ class LocalRunner:
         ``x`` and ``y``, or ``examples()`` read afresh for every task. ``interruption()`` is
         asked before training and between its steps; a reason (``"battery"``, ``"timeout"``…)
         stops the training as :class:`Interrupted`. Without it, ``still_eligible()`` is asked.
+        A task that asks for heartbeats gets one as training starts and then every
+        ``heartbeat_seconds`` (by ``monotonic()``) between steps; a closed lease stops the
+        training as ``Interrupted("lease_closed")``.
         """
         if examples is None:
             if x is None or y is None:
@@ -88,6 +94,7 @@ class LocalRunner:
         self.rng = rng
         self.sleep = sleep
         self.interruption = interruption
+        self.monotonic = monotonic
         self._runner: tuple[str, _WatchedPlanRunner] | None = None
 
     def run(self, session: Generator[Action, Any, Any]) -> Any:
@@ -136,10 +143,11 @@ class LocalRunner:
             runner = self._plan_runner(action.task.plan_sha256, action.plan)
         except (DeviceError, ManifestError) as broken:
             return Failure(0, "bad_plan", str(broken))
-        if (reason := self.interruption()) is not None:
+        watch = self._heartbeats(action.task)
+        if (reason := watch()) is not None:
             return Interrupted(reason)
         x, y = self.examples()
-        runner.watch = self.interruption
+        runner.watch = watch
         try:
             return train_task(
                 runner, weights=action.weights, x=x, y=y, task=action.task, rng=self.rng
@@ -148,6 +156,31 @@ class LocalRunner:
             return Interrupted(stopped.reason)
         finally:
             runner.watch = None
+
+    def _heartbeats(self, task: Task) -> Callable[[], str | None]:
+        """The between-steps check: ``interruption()``, plus the lease's heartbeats if asked."""
+        interval = task.heartbeat_seconds
+        if interval is None:
+            return self.interruption
+        due = -math.inf
+
+        def watch() -> str | None:
+            nonlocal due
+            if (reason := self.interruption()) is not None:
+                return reason
+            if (now := self.monotonic()) < due:
+                return None
+            due = now + interval
+            try:
+                self.client.heartbeat(task)
+            except ProtocolError as refused:
+                if refused.status in (403, 404, 409):  # closed, unknown or not ours: stop
+                    return LEASE_CLOSED
+            except httpx.TransportError:
+                pass  # keep training: the lease survives missed beats, the upload will tell
+            return None
+
+        return watch
 
     def _plan_runner(self, sha256: str, plan: bytes) -> _WatchedPlanRunner:
         if self._runner is None or self._runner[0] != sha256:

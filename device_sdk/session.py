@@ -11,7 +11,8 @@ generator, so every retry decision lives here, where it can be tested step by st
   (429, 503) is honoured;
 - an upload is retried until its lease deadline (it is idempotent per lease), then given up;
 - a refused upload (409 stale, expired lease, 400 invalid) is not retried;
-- losing eligibility mid-training aborts the task and reports the abort.
+- losing eligibility mid-training aborts the task and reports the abort;
+- a lease the server closed mid-training (a refused heartbeat) ends the task quietly.
 """
 
 from __future__ import annotations
@@ -103,9 +104,16 @@ class Failure:
 
 @dataclass(frozen=True)
 class Interrupted:
-    """Training stopped because the device stopped being eligible (battery, user, heat)."""
+    """Training stopped early: eligibility lost (battery, user, heat), or the lease closed.
+
+    ``LEASE_CLOSED`` is the reason when a heartbeat was refused.
+    """
 
     reason: str
+
+
+# The reason of an Interrupted whose lease the server already closed: there is nothing to abort.
+LEASE_CLOSED = "lease_closed"
 
 
 # --- the session ----------------------------------------------------------------------------
@@ -199,6 +207,9 @@ def _run_task(
             attempt += 1
 
     outcome = yield Train(task, blobs["plan"], blobs["weights"])
+    if isinstance(outcome, Interrupted) and outcome.reason == LEASE_CLOSED:
+        stats.uploads_refused += 1  # its round closed or it expired: the server let it go
+        return
     if isinstance(outcome, Interrupted | Failure):
         reason = outcome.reason if isinstance(outcome, Interrupted) else "error"
         yield Abort(task, reason if reason in _ABORT_REASONS else "other")

@@ -101,7 +101,7 @@ class SimulationConfig(BaseModel):
             "plan_id": plan_id,
             "aggregation": aggregation,
             "population": {"min_examples": 1},
-            "task": {"local_epochs": 2, "lease_seconds": 900.0},
+            "task": {"local_epochs": 2, "lease_seconds": 900.0, "heartbeat_seconds": 60.0},
         }
         if self.rounds is not None:
             body["max_versions"] = self.rounds

@@ -15,7 +15,9 @@ the fleet performs the actions it yields:
 Dropout is data: each task draws a :class:`~simulator.population.Fate` when it starts, and a
 device that drops simply stops — no abort, no upload — and its lease expires on the server.
 Losing the eligibility window mid-training is different: the session sees ``Interrupted`` and
-reports the abort, as a real device does.
+reports the abort, as a real device does. A task that asks for heartbeats gets one as training
+starts and every ``heartbeat_seconds`` of it, sent at those virtual moments; a refused one (the
+round reached its target, the lease expired) stops the training there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task, UploadReceipt
 from device_sdk.runner import failure_of
 from device_sdk.session import (
+    LEASE_CLOSED,
     Abort,
     Action,
     Backoff,
@@ -51,7 +54,7 @@ from simulator.events import EventQueue
 from simulator.population import Fate, Population
 from simulator.training import Trainers, TrainTask
 
-WAKE, RESUME, TRAINED, ARRIVE, DROP, TICK = range(6)
+WAKE, RESUME, TRAINED, ARRIVE, DROP, BEAT = range(6)
 RUNTIME = "ai_edge_litert"
 SDK_VERSION = "fedge-sim"
 
@@ -66,6 +69,7 @@ class Busy:
     last: Any = None
     task: Task | None = None
     fate: Fate | None = None
+    step: int = 0  # actions performed: an event scheduled for an earlier one is void
 
 
 @dataclass
@@ -80,6 +84,8 @@ class FleetStats:
     dropped: Counter[str] = field(default_factory=Counter)
     aborted: Counter[str] = field(default_factory=Counter)
     crashed_after_upload: int = 0
+    heartbeats: int = 0
+    cut: int = 0  # trainings stopped by a refused heartbeat (round closed, lease expired)
     failures: Counter[str] = field(default_factory=Counter)
     bytes_up: float = 0.0
     bytes_down: float = 0.0
@@ -136,8 +142,8 @@ class Fleet:
             self._wake(device, when)
             return
         busy: Busy = payload[0]
-        if self.busy.get(device) is not busy:
-            return  # the device dropped or parked since this was scheduled
+        if self.busy.get(device) is not busy or payload[2] != busy.step:
+            return  # the device dropped, parked or moved on since this was scheduled
         if kind == RESUME:
             self._advance(busy, payload[1])
         elif kind == TRAINED:
@@ -147,6 +153,8 @@ class Fleet:
             self._arrive(busy, payload[1])
         elif kind == DROP:
             self._drop(busy, payload[1])
+        elif kind == BEAT:
+            self._beat(busy, payload[1])
 
     def _wake(self, device: int, when: float) -> None:
         population = self.population
@@ -173,6 +181,7 @@ class Fleet:
         self._advance(busy, None)
 
     def _advance(self, busy: Busy, result: Any) -> None:
+        busy.step += 1
         busy.last = result
         try:
             action = busy.session.send(result)
@@ -184,7 +193,7 @@ class Fleet:
     def _later(self, busy: Busy, seconds: float, kind: int, value: Any = None) -> None:
         if seconds < 0:
             raise ValueError(f"device {busy.device}: an event {seconds} s in the past")
-        self.queue.push(self.now() + seconds, kind, busy.device, (busy, value))
+        self.queue.push(self.now() + seconds, kind, busy.device, (busy, value, busy.step))
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -276,16 +285,49 @@ class Fleet:
         if not self.population.available(device, now):
             closes = now
         fate = busy.fate
+        if task.heartbeat_seconds is not None and not self._heartbeat(busy):
+            rtt = float(self.population.rtt_s[device])
+            self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
+            return
         if fate is not None and fate.drop_phase == "training":
-            self._later(busy, fate.drop_fraction * seconds, DROP, "training")
+            working = fate.drop_fraction * seconds
+            self._later(busy, working, DROP, "training")
         elif now + seconds > closes:  # charger unplugged or the user came back: abort, report it
-            self._later(busy, closes - now, RESUME, Interrupted("user_activity"))
+            working = closes - now
+            self._later(busy, working, RESUME, Interrupted("user_activity"))
         else:
+            working = seconds
+            # LocalTrainers train when the result is read, so a training cut short costs nothing.
             count = int(self.population.tasks[device])
             handle = self.trainers.submit(
                 TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
             )
             self._later(busy, seconds, TRAINED, handle)
+        if task.heartbeat_seconds is not None and task.heartbeat_seconds < working:
+            self._later(busy, task.heartbeat_seconds, BEAT, now + working)
+
+    def _beat(self, busy: Busy, working_until: float) -> None:
+        """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
+        if not self._heartbeat(busy):
+            self._advance(busy, Interrupted(LEASE_CLOSED))
+            return
+        interval = busy.task.heartbeat_seconds if busy.task is not None else None
+        if interval is not None and self.now() + interval < working_until:
+            # Same step: the training event scheduled in _train stays valid.
+            self.queue.push(
+                self.now() + interval, BEAT, busy.device, (busy, working_until, busy.step)
+            )
+
+    def _heartbeat(self, busy: Busy) -> bool:
+        """Send one heartbeat for the task at hand; False if the lease is closed."""
+        task = busy.task
+        assert task is not None
+        self.stats.heartbeats += 1
+        answer = self._call(busy.device, lambda: self.client.heartbeat(task))
+        if isinstance(answer, Failure) and answer.status in (403, 404, 409):
+            self.stats.cut += 1
+            return False
+        return True  # alive, or a lost request: the lease survives a missed beat
 
     def _arrive(self, busy: Busy, upload: Upload) -> None:
         device = busy.device

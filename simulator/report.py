@@ -57,6 +57,8 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "tasks_dropped_by_phase": dict(stats.dropped),
         "tasks_aborted_by_reason": dict(stats.aborted),
         "crashed_after_upload": stats.crashed_after_upload,
+        "heartbeats": stats.heartbeats,
+        "trainings_cut": stats.cut,
         "leases_by_status": leases,
         "request_failures": dict(stats.failures),
         "staleness": _distribution(staleness),

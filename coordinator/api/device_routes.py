@@ -22,6 +22,7 @@ from coordinator.api.schemas import (
     AbortRequest,
     CheckInRequest,
     CheckInResponse,
+    HeartbeatResponse,
     RegisterRequest,
     RegisterResponse,
     UploadReceipt,
@@ -129,6 +130,22 @@ async def upload_update(
             raise
 
     return await run_in_threadpool(accept)
+
+
+@router.post("/leases/{lease_id}/heartbeat")
+def heartbeat(
+    lease_id: str, device_id: DeviceId, sessions: Sessions, clock: AppClock
+) -> HeartbeatResponse:
+    """Still working on the task: keep its lease alive. 409 ``lease_closed``: stop working."""
+    with transaction(sessions) as session:
+        lease = leasing.heartbeat(
+            session, load_device(session, device_id), lease_id, now=clock.now()
+        )
+        return HeartbeatResponse(
+            lease_id=lease.id,
+            alive_until=lease.alive_until if lease.alive_until is not None else lease.deadline_at,
+            deadline=lease.deadline_at,
+        )
 
 
 @router.post("/leases/{lease_id}/abort", status_code=204, response_class=Response)

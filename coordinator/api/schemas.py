@@ -65,6 +65,9 @@ class Task(BaseModel):
     hparams: TaskHyperParameters
     deadline: float = Field(description="clock seconds; an upload after it is refused")
     round: int | None = None
+    heartbeat_seconds: float | None = Field(
+        None, description="send POST /v1/leases/{id}/heartbeat this often while working"
+    )
 
 
 class RetryWindow(BaseModel):
@@ -90,6 +93,14 @@ class UploadReceipt(BaseModel):
     global_version: int = Field(description="the current global version after this upload")
     staleness: int
     clipped: bool = False
+
+
+class HeartbeatResponse(BaseModel):
+    """The lease lives on: confirm again before ``alive_until``."""
+
+    lease_id: str
+    alive_until: float = Field(description="clock seconds; silent past it, the lease expires")
+    deadline: float
 
 
 class AbortRequest(Strict):
@@ -164,6 +175,10 @@ class AggregationConfig(Strict):
         return self
 
 
+# A lease survives this many missed heartbeats: one lost request or a slow step is not death.
+HEARTBEAT_GRACE = 3
+
+
 class TaskConfig(Strict):
     """Local training settings; unset fields take the plan's defaults."""
 
@@ -173,6 +188,13 @@ class TaskConfig(Strict):
     momentum: float | None = Field(None, ge=0, lt=1)
     mu: float | None = Field(None, ge=0)
     lease_seconds: float = Field(600.0, gt=0, description="time a device has to upload")
+    heartbeat_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how often a device confirms it is still working on its task; a lease "
+        f"unconfirmed for {HEARTBEAT_GRACE} intervals expires and frees its slot. None: no "
+        "heartbeats, a vanished device holds its slot until lease_seconds run out",
+    )
 
 
 class JobCreate(Strict):

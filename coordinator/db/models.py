@@ -165,7 +165,10 @@ class Lease(Base):
     """One device's task on one job, from check-in until it completes, aborts or expires."""
 
     __tablename__ = "leases"
-    __table_args__ = (Index("ix_leases_job_status", "job_id", "status"),)
+    __table_args__ = (
+        Index("ix_leases_job_status", "job_id", "status"),
+        Index("ix_leases_job_closed", "job_id", "closed_at"),  # pace steering's recent tasks
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
@@ -175,6 +178,8 @@ class Lease(Base):
     status: Mapped[LeaseStatus] = mapped_column(Enum(LeaseStatus, native_enum=False, length=16))
     issued_at: Mapped[float] = mapped_column(Float)
     deadline_at: Mapped[float] = mapped_column(Float)
+    # With heartbeats on, the device must confirm it is working before this; NULL: no heartbeats.
+    alive_until: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     close_reason: Mapped[str | None] = mapped_column(String(64))
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from coordinator.api.schemas import (
+    HEARTBEAT_GRACE,
     CheckInRequest,
     CheckInResponse,
     JobCreate,
@@ -34,6 +35,7 @@ from coordinator.db.models import (
 )
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
 from coordinator.services import rounds
+from coordinator.services.devices import seen_counts
 from coordinator.services.jobs import get_version, job_config
 from coordinator.services.plans import get_plan, manifest_of
 from coordinator.settings import Settings
@@ -77,6 +79,25 @@ def abort(session: Session, device: Device, lease_id: str, *, reason: str, now: 
     return lease
 
 
+def heartbeat(session: Session, device: Device, lease_id: str, *, now: float) -> Lease:
+    """The device is still working on ``lease_id``: keep the lease alive another grace period.
+
+    :class:`LeaseClosed` tells a device whose lease ended — its round reached its target, it
+    was silent too long, the deadline passed — to stop training: nothing it uploads will count.
+    """
+    lease = owned_lease(session, device, lease_id, lock=True)
+    if lease.status != LeaseStatus.ACTIVE:
+        raise LeaseClosed(
+            f"lease {lease_id} is {lease.status.value} ({lease.close_reason}): stop working on it"
+        )
+    if lease.deadline_at < now or (lease.alive_until is not None and lease.alive_until < now):
+        raise LeaseClosed(f"lease {lease_id} has expired: stop working on it")
+    interval = job_config(session.get_one(Job, lease.job_id)).task.heartbeat_seconds
+    if interval is not None:
+        lease.alive_until = now + HEARTBEAT_GRACE * interval
+    return lease
+
+
 def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool = False) -> Lease:
     """The lease ``lease_id`` if it belongs to ``device``."""
     statement = select(Lease).where(Lease.id == lease_id)
@@ -91,19 +112,21 @@ def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool =
 
 
 def expire_leases(session: Session, job_id: int, *, now: float) -> int:
-    """Close a job's active leases whose deadline passed; return how many.
+    """Close a job's active leases past their deadline or silent too long; return how many.
 
     Dead devices free their slots here, so no vanished device ever holds a buffer or a round.
+    With heartbeats on, a silent device is let go after ``HEARTBEAT_GRACE`` intervals.
     """
     overdue = session.scalars(
         select(Lease).where(
             Lease.job_id == job_id,
             Lease.status == LeaseStatus.ACTIVE,
-            Lease.deadline_at < now,
+            or_(Lease.deadline_at < now, Lease.alive_until < now),
         )
     ).all()
     for lease in overdue:
-        _close(lease, LeaseStatus.EXPIRED, "deadline", now)
+        silent = lease.deadline_at >= now  # alive_until passed first
+        _close(lease, LeaseStatus.EXPIRED, "silent" if silent else "deadline", now)
     return len(overdue)
 
 
@@ -130,14 +153,7 @@ def retry_window(session: Session, job: Job, *, now: float, settings: Settings) 
     ).all()
     recent = [float(seconds) for seconds in durations if seconds is not None]
     task_seconds = sum(recent) / len(recent) if recent else config.task.lease_seconds / 2
-    population = (
-        session.scalar(
-            select(func.count(Device.id)).where(
-                Device.last_seen_at >= now - settings.retry_max_seconds
-            )
-        )
-        or 1
-    )
+    population = max(seen_counts.within(session, settings.retry_max_seconds, now=now), 1)
     mean = population * task_seconds / max(slots, 1)
     return min(max(mean, settings.retry_min_seconds), settings.retry_max_seconds)
 
@@ -208,6 +224,7 @@ def _issue(
             return None
         round_id = current.id
         deadline = min(now + config.task.lease_seconds, current.deadline_at)
+    interval = config.task.heartbeat_seconds
     lease = Lease(
         id=str(uuid.uuid4()),
         job_id=job.id,
@@ -217,6 +234,7 @@ def _issue(
         status=LeaseStatus.ACTIVE,
         issued_at=now,
         deadline_at=deadline,
+        alive_until=None if interval is None else now + HEARTBEAT_GRACE * interval,
     )
     session.add(lease)
     session.flush()
@@ -245,6 +263,7 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         ),
         deadline=lease.deadline_at,
         round=rounds.round_number(session, lease.round_id),
+        heartbeat_seconds=local.heartbeat_seconds,
     )
 
 

@@ -13,7 +13,7 @@ import math
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coordinator.api.schemas import JobCreate
+from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus
 from coordinator.selection import CohortPlan, RoundHistory, plan_cohort
 from coordinator.services import versions
@@ -24,8 +24,16 @@ def selection_size(config: JobCreate) -> int:
     return math.ceil(config.aggregation.target * config.aggregation.over_selection)
 
 
-def history(session: Session, job_id: int, *, now: float, rounds: int = 20) -> RoundHistory:
-    """Outcomes of the devices selected in the job's last closed rounds."""
+def history(
+    session: Session, job_id: int, *, now: float, rounds: int = 20, heartbeats: bool = False
+) -> RoundHistory:
+    """Outcomes of the devices selected in the job's last closed rounds.
+
+    A device cut when its round closed is right-censored: it had not reported by then. With
+    ``heartbeats`` it learnt of the close and stopped, so that moment is all that is known;
+    without, it trains on, and either its refused upload shows its time or its silence up to
+    the lease deadline says it is probably dead.
+    """
     recent = (
         select(Round.id)
         .where(Round.job_id == job_id, Round.status != RoundStatus.OPEN)
@@ -41,20 +49,31 @@ def history(session: Session, job_id: int, *, now: float, rounds: int = 20) -> R
         .subquery()
     )
     leases = session.execute(
-        select(Lease.status, Lease.issued_at, Lease.closed_at, Lease.deadline_at, late.c.at)
+        select(
+            Lease.status,
+            Lease.close_reason,
+            Lease.issued_at,
+            Lease.closed_at,
+            Lease.deadline_at,
+            late.c.at,
+        )
         .outerjoin(late, late.c.lease_id == Lease.id)
         .where(Lease.round_id.in_(recent))
     ).all()
     reported, censored, aborted = [], [], 0
-    for status, issued, closed, deadline, late_at in leases:
+    for status, reason, issued, closed, deadline, late_at in leases:
         if closed is None:
             continue
         if status == LeaseStatus.COMPLETED:
             reported.append(closed - issued)
-        elif status == LeaseStatus.ABORTED:
+        elif status == LeaseStatus.ABORTED or (
+            status == LeaseStatus.EXPIRED and reason == "silent" and late_at is None
+        ):  # gave up, or stopped its heartbeats: known dropouts
             aborted += 1
         elif late_at is not None and late_at >= closed:
             reported.append(late_at - issued)
+        elif heartbeats and status == LeaseStatus.REJECTED:  # cut, and told to stop
+            censored.append(closed - issued)
         else:  # cut or expired, and silent since: an alive device would upload by its deadline
             censored.append(min(now, deadline) - issued)
     return RoundHistory(report_seconds=reported, censored_seconds=censored, aborted=aborted)
@@ -67,12 +86,14 @@ def plan_next_round(session: Session, job: Job, config: JobCreate, *, now: float
         return CohortPlan(
             selection_size(config), aggregation.round_seconds, math.nan, math.nan, learned=False
         )
+    interval = config.task.heartbeat_seconds
     return plan_cohort(
-        history(session, job.id, now=now),
+        history(session, job.id, now=now, heartbeats=interval is not None),
         target=aggregation.target,
         over_selection=aggregation.over_selection,
         round_seconds=aggregation.round_seconds,
         goal=aggregation.completion_goal,
+        detection_seconds=None if interval is None else HEARTBEAT_GRACE * interval,
     )
 
 

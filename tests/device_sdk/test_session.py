@@ -5,6 +5,7 @@ import pytest
 
 from device_sdk.protocol import EligibilityFacts, HyperParameters, RetryWindow, Task, UploadReceipt
 from device_sdk.session import (
+    LEASE_CLOSED,
     Abort,
     Backoff,
     CheckIn,
@@ -151,6 +152,17 @@ def test_losing_eligibility_mid_training_aborts_and_reports_it():
 
     assert abort == Abort(TASK, "battery")
     assert isinstance(session.send(None), CheckIn)
+
+
+def test_a_lease_closed_mid_training_ends_the_task_without_an_abort_or_an_upload():
+    session, _ = start()
+    session.send(TASK)
+    session.send(b"plan")
+    session.send(b"weights")
+
+    after = session.send(Interrupted(LEASE_CLOSED))  # a heartbeat was refused: round closed
+
+    assert isinstance(after, CheckIn)  # nothing to abort, nothing to upload: next task
 
 
 def test_a_download_that_cannot_succeed_aborts_the_task():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from coordinator.services.devices import LAST_SEEN_RESOLUTION
 from device_sdk import LocalTrainingConfig, PlanRunner, train_locally
 from device_sdk.protocol import ProtocolError, RetryWindow, Task
 from fedge.manifest import PlanManifest
@@ -176,6 +177,7 @@ def test_ineligible_devices_get_a_retry_window_with_the_reason(coordinator):
 def test_the_retry_window_follows_the_arrival_rate_the_job_needs(coordinator):
     # Pace steering: with P devices checking in and C slots each busy T seconds, a refused device
     # should come back about every P·T/C seconds — more devices or fewer slots: wait longer.
+    assert coordinator.clock is not None
     coordinator.create_job(
         coordinator.publish_plan(), mode="async", concurrency=2, task={"lease_seconds": 100}
     )
@@ -184,6 +186,7 @@ def test_the_retry_window_follows_the_arrival_rate_the_job_needs(coordinator):
         assert isinstance(device.check_in(FACTS), Task)
     small = fleet[2].check_in(FACTS)
     fleet += [coordinator.device() for _ in range(36)]  # ten times the population
+    coordinator.clock.advance(LAST_SEEN_RESOLUTION)  # the count of devices seen is per minute
 
     large = fleet[3].check_in(FACTS)
 

@@ -61,6 +61,24 @@ def test_dropped_devices_leave_expired_leases_not_stalled_slots(outcome):
     assert stats.tasks == sum(leases.values())
 
 
+def test_a_sync_round_that_reaches_its_target_cuts_the_devices_still_training(tmp_path, plans_dir):
+    outcome = small_run(
+        tmp_path,
+        plans_dir,
+        "sync",
+        mode="sync",
+        cohort=4,
+        job={"aggregation": {"over_selection": 2.5}, "task": {"heartbeat_seconds": 5}},
+    )
+    stats = outcome.fleet.stats
+
+    assert stats.heartbeats > 0
+    # Over-selected devices still training when their round closed learnt it at their next
+    # heartbeat and stopped: no training for nothing, no refused upload.
+    assert stats.cut > 0
+    assert stats.rejected.get("lease_closed", 0) < stats.cut
+
+
 def test_the_report_has_the_summary_fields_scripts_rely_on(outcome, tmp_path):
     figures = write(outcome, tmp_path, plots=True)
 
