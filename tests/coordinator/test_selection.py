@@ -75,6 +75,20 @@ def test_more_dropout_means_a_larger_cohort():
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
+@pytest.mark.parametrize("dropout", [0.1, 0.3])
+def test_with_heartbeats_refilled_places_need_a_smaller_cohort_with_the_same_deadline(dropout):
+    history = simulated_history(dropout=dropout, seed=4)
+    common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
+
+    without = plan_cohort(history, **common)
+    refilled = plan_cohort(history, **common, detection_seconds=90)
+
+    assert refilled.deadline_seconds == without.deadline_seconds
+    assert refilled.report_probability > without.report_probability
+    assert refilled.to_select < without.to_select
+    assert refilled.completion_probability >= 0.95
+
+
 def test_the_deadline_is_a_high_quantile_of_the_model_within_the_configured_bound():
     history = simulated_history(dropout=0.0, seed=3)
 
