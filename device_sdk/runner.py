@@ -71,9 +71,9 @@ class LocalRunner:
         ``x`` and ``y``, or ``examples()`` read afresh for every task. ``interruption()`` is
         asked before training and between its steps; a reason (``"battery"``, ``"timeout"``…)
         stops the training as :class:`Interrupted`. Without it, ``still_eligible()`` is asked.
-        A task that asks for heartbeats gets one as training starts and then every
-        ``heartbeat_seconds`` (by ``monotonic()``) between steps; a closed lease stops the
-        training as ``Interrupted("lease_closed")``.
+        A task that asks for heartbeats gets one every ``heartbeat_seconds`` (by
+        ``monotonic()``, from the check-in that handed it out), sent between training steps; a
+        closed lease stops the training as ``Interrupted("lease_closed")``.
         """
         if examples is None:
             if x is None or y is None:
@@ -95,6 +95,7 @@ class LocalRunner:
         self.sleep = sleep
         self.interruption = interruption
         self.monotonic = monotonic
+        self._task_at = -math.inf  # when the last check-in answered: a task's heartbeat clock
         self._runner: tuple[str, _WatchedPlanRunner] | None = None
 
     def run(self, session: Generator[Action, Any, Any]) -> Any:
@@ -116,7 +117,9 @@ class LocalRunner:
             return self._train(action)
         try:
             if isinstance(action, CheckIn):
-                return self.client.check_in(action.facts)
+                answer = self.client.check_in(action.facts)
+                self._task_at = self.monotonic()
+                return answer
             if isinstance(action, Download):
                 data = self.client.download(action.url)
                 if hashlib.sha256(data).hexdigest() != action.sha256:
@@ -143,7 +146,7 @@ class LocalRunner:
             runner = self._plan_runner(action.task.plan_sha256, action.plan)
         except (DeviceError, ManifestError) as broken:
             return Failure(0, "bad_plan", str(broken))
-        watch = self._heartbeats(action.task)
+        watch = self._heartbeats(action.task, since=self._task_at)
         if (reason := watch()) is not None:
             return Interrupted(reason)
         x, y = self.examples()
@@ -157,12 +160,16 @@ class LocalRunner:
         finally:
             runner.watch = None
 
-    def _heartbeats(self, task: Task) -> Callable[[], str | None]:
-        """The between-steps check: ``interruption()``, plus the lease's heartbeats if asked."""
+    def _heartbeats(self, task: Task, *, since: float) -> Callable[[], str | None]:
+        """The between-steps check: ``interruption()``, plus the lease's heartbeats if asked.
+
+        The first is due one interval after the task was handed out (``since``): the lease's
+        grace covers the downloads, and a short training may need none at all.
+        """
         interval = task.heartbeat_seconds
         if interval is None:
             return self.interruption
-        due = -math.inf
+        due = since + interval
 
         def watch() -> str | None:
             nonlocal due

@@ -15,9 +15,10 @@ the fleet performs the actions it yields:
 Dropout is data: each task draws a :class:`~simulator.population.Fate` when it starts, and a
 device that drops simply stops — no abort, no upload — and its lease expires on the server.
 Losing the eligibility window mid-training is different: the session sees ``Interrupted`` and
-reports the abort, as a real device does. A task that asks for heartbeats gets one as training
-starts and every ``heartbeat_seconds`` of it, sent at those virtual moments; a refused one (the
-round reached its target, the lease expired) stops the training there.
+reports the abort, as a real device does. A task that asks for heartbeats gets one every
+``heartbeat_seconds`` from its hand-out, sent between training steps as the runner does, at
+those virtual moments; a refused one (the round reached its target, the lease expired) stops
+the training there.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Busy:
     task: Task | None = None
     fate: Fate | None = None
     step: int = 0  # actions performed: an event scheduled for an earlier one is void
+    task_at: float = 0.0  # when the task was handed out: its heartbeats count from there
 
 
 @dataclass
@@ -209,6 +211,7 @@ class Fleet:
             self.stats.check_ins_by_hour[int(((now - self.start) % 86400) // 3600)] += 1
             if isinstance(answer, Task):
                 busy.task, busy.fate = answer, self.population.fate(busy.rng)
+                busy.task_at = now
                 if answer.lease_id not in self._leases:  # not a lease handed back on return
                     self._leases.add(answer.lease_id)
                     self.stats.tasks += 1
@@ -285,10 +288,14 @@ class Fleet:
         if not self.population.available(device, now):
             closes = now
         fate = busy.fate
-        if task.heartbeat_seconds is not None and not self._heartbeat(busy):
-            rtt = float(self.population.rtt_s[device])
-            self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
-            return
+        interval = task.heartbeat_seconds
+        beat_at = math.inf if interval is None else busy.task_at + interval
+        if interval is not None and beat_at <= now:  # the downloads took an interval or more
+            if not self._heartbeat(busy):
+                rtt = float(self.population.rtt_s[device])
+                self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
+                return
+            beat_at = now + interval
         if fate is not None and fate.drop_phase == "training":
             working = fate.drop_fraction * seconds
             self._later(busy, working, DROP, "training")
@@ -303,8 +310,8 @@ class Fleet:
                 TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
             )
             self._later(busy, seconds, TRAINED, handle)
-        if task.heartbeat_seconds is not None and task.heartbeat_seconds < working:
-            self._later(busy, task.heartbeat_seconds, BEAT, now + working)
+        if beat_at < now + working:
+            self._later(busy, beat_at - now, BEAT, now + working)
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
