@@ -54,19 +54,32 @@ BearerToken = Annotated[str, Depends(_bearer)]
 AppTelemetry = Annotated[Telemetry, Depends(_telemetry)]
 
 
-def _device_id(request: Request, token: BearerToken, sessions: Sessions, clock: AppClock) -> str:
-    """Authenticate a device and charge its rate limit; the admin token is not a device."""
+def _authenticated(
+    request: Request, token: BearerToken, sessions: Sessions, clock: AppClock
+) -> tuple[str, bool]:
+    """Authenticate a device and charge its rate limit; the admin token is not a device.
+
+    Returns the device id and whether its ``last_seen_at`` is due for a refresh.
+    """
     if _is_admin_token(request, token):
         raise Forbidden("the admin token cannot act as a device")
     now = clock.now()
     with transaction(sessions, read_only=True) as session:
         device = devices.authenticate(session, token)
         device_id, stale = device.id, devices.needs_seen(device, now)
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.charge(device_id, now=now)
+    return device_id, stale
+
+
+def _device_id(
+    seen: Annotated[tuple[str, bool], Depends(_authenticated)], sessions: Sessions, clock: AppClock
+) -> str:
+    """The authenticated device's id, its ``last_seen_at`` refreshed (at most once a minute)."""
+    device_id, stale = seen
     if stale:
         with transaction(sessions) as session:
-            devices.mark_seen(session, device_id, now=now)
-    limiter: RateLimiter = request.app.state.limiter
-    limiter.charge(device_id, now=clock.now())
+            devices.mark_seen(session, device_id, now=clock.now())
     return device_id
 
 
@@ -81,6 +94,8 @@ def _is_admin_token(request: Request, token: str) -> bool:
 
 
 DeviceId = Annotated[str, Depends(_device_id)]
+# For a route whose own write transaction refreshes ``last_seen_at`` (check-in): one commit less.
+SeenDevice = Annotated[tuple[str, bool], Depends(_authenticated)]
 Admin = Depends(_admin)
 
 

@@ -14,6 +14,7 @@ from coordinator.api.deps import (
     AppSettings,
     AppTelemetry,
     DeviceId,
+    SeenDevice,
     Sessions,
     load_device,
 )
@@ -50,16 +51,20 @@ def register(body: RegisterRequest, sessions: Sessions, clock: AppClock) -> Regi
 def check_in(
     body: CheckInRequest,
     telemetry: AppTelemetry,
-    device_id: DeviceId,
+    seen: SeenDevice,
     sessions: Sessions,
     clock: AppClock,
     settings: AppSettings,
 ) -> CheckInResponse:
     """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
     telemetry.check_ins.inc()
+    device_id, stale = seen
+    now = clock.now()
     with transaction(sessions) as session:
         device = load_device(session, device_id)
-        return leasing.check_in(session, device, body, now=clock.now(), settings=settings)
+        if stale:
+            device.last_seen_at = now
+        return leasing.check_in(session, device, body, now=now, settings=settings)
 
 
 @router.get("/plans/{plan_sha256}", response_class=Response)

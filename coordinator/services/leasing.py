@@ -35,8 +35,9 @@ from coordinator.db.models import (
 )
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
 from coordinator.services import rounds
-from coordinator.services.devices import seen_counts
+from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config
+from coordinator.services.memo import ClockMemo
 from coordinator.services.plans import get_plan, manifest_of
 from coordinator.settings import Settings
 
@@ -145,17 +146,29 @@ def retry_window(session: Session, job: Job, *, now: float, settings: Settings) 
             select(Round.to_select).where(Round.job_id == job.id, Round.status == RoundStatus.OPEN)
         )
         slots = open_size or rounds.selection_size(config)
+    task_seconds = _task_seconds.get(
+        session, job.id, lambda s: _mean_task_seconds(s, job.id), now=now
+    )
+    if task_seconds is None:  # no task has ended yet
+        task_seconds = config.task.lease_seconds / 2
+    population = max(seen_within(session, settings.retry_max_seconds, now=now), 1)
+    mean = population * task_seconds / max(slots, 1)
+    return min(max(mean, settings.retry_min_seconds), settings.retry_max_seconds)
+
+
+_task_seconds = ClockMemo[float | None](60.0)
+
+
+def _mean_task_seconds(session: Session, job_id: int) -> float | None:
+    """Mean duration of the job's 200 most recently closed leases; None before any closed."""
     durations = session.scalars(
         select(Lease.closed_at - Lease.issued_at)
-        .where(Lease.job_id == job.id, Lease.closed_at.is_not(None))
+        .where(Lease.job_id == job_id, Lease.closed_at.is_not(None))
         .order_by(Lease.closed_at.desc())
         .limit(200)
     ).all()
     recent = [float(seconds) for seconds in durations if seconds is not None]
-    task_seconds = sum(recent) / len(recent) if recent else config.task.lease_seconds / 2
-    population = max(seen_counts.within(session, settings.retry_max_seconds, now=now), 1)
-    mean = population * task_seconds / max(slots, 1)
-    return min(max(mean, settings.retry_min_seconds), settings.retry_max_seconds)
+    return sum(recent) / len(recent) if recent else None
 
 
 def _retry(mean: float, settings: Settings, reason: str) -> CheckInResponse:
