@@ -29,6 +29,7 @@ from device_sdk.protocol import ProtocolError, Task
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import (
     LEASE_CLOSED,
+    LEASE_GONE,
     Abort,
     Action,
     CheckIn,
@@ -181,7 +182,7 @@ class LocalRunner:
             try:
                 self.client.heartbeat(task)
             except ProtocolError as refused:
-                if refused.status in (403, 404, 409):  # closed, unknown or not ours: stop
+                if refused.status in LEASE_GONE:
                     return LEASE_CLOSED
             except httpx.TransportError:
                 pass  # keep training: the lease survives missed beats, the upload will tell

@@ -114,6 +114,8 @@ class Interrupted:
 
 # The reason of an Interrupted whose lease the server already closed: there is nothing to abort.
 LEASE_CLOSED = "lease_closed"
+# Heartbeat answers that mean the lease is gone (closed, unknown, not this device's): stop.
+LEASE_GONE = frozenset({403, 404, 409})
 
 
 # --- the session ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Ta
 from device_sdk.runner import failure_of
 from device_sdk.session import (
     LEASE_CLOSED,
+    LEASE_GONE,
     Abort,
     Action,
     Backoff,
@@ -320,10 +321,7 @@ class Fleet:
             return
         interval = busy.task.heartbeat_seconds if busy.task is not None else None
         if interval is not None and self.now() + interval < working_until:
-            # Same step: the training event scheduled in _train stays valid.
-            self.queue.push(
-                self.now() + interval, BEAT, busy.device, (busy, working_until, busy.step)
-            )
+            self._later(busy, interval, BEAT, working_until)  # same step: training stays due
 
     def _heartbeat(self, busy: Busy) -> bool:
         """Send one heartbeat for the task at hand; False if the lease is closed."""
@@ -331,7 +329,7 @@ class Fleet:
         assert task is not None
         self.stats.heartbeats += 1
         answer = self._call(busy.device, lambda: self.client.heartbeat(task))
-        if isinstance(answer, Failure) and answer.status in (403, 404, 409):
+        if isinstance(answer, Failure) and answer.status in LEASE_GONE:
             self.stats.cut += 1
             return False
         return True  # alive, or a lost request: the lease survives a missed beat

@@ -11,15 +11,11 @@ from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Ta
 from device_sdk.runner import LocalRunner
 from device_sdk.session import device_session
 from fedge.manifest import PlanManifest
-from fedge.wire import encode_vector
 from simulator.datasets import synthetic_fedprox
 from tests.integration.conftest import FACTS
+from tests.integration.test_async_jobs import small_delta
 
 INTERVAL = 30.0
-
-
-def small_delta(value: float = 0.01) -> bytes:
-    return encode_vector(np.full(610, value, np.float32))
 
 
 def async_job(coordinator, **task):
