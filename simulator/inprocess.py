@@ -34,7 +34,8 @@ class ASGIBridge(httpx.BaseTransport):
 
     The app runs on an event loop of this thread's own, only while a request is in flight: the
     simulator makes one request at a time, and the app has no background tasks (its lease sweep
-    is a simulator event), so nothing else needs the loop in between.
+    is a simulator event), so nothing else needs the loop in between. For the same reason the
+    app is built with ``inline_blocking``: its database work runs on that loop, not on a thread.
     """
 
     def __init__(self, app: Any) -> None:
@@ -70,7 +71,9 @@ class InProcessCoordinator:
             admin_token=ADMIN_TOKEN,
             **settings,
         )
-        self.app = create_app(self.settings, clock=clock, background_sweep=False)
+        self.app = create_app(
+            self.settings, clock=clock, background_sweep=False, inline_blocking=True
+        )
         self.transport: ASGIBridge | None = None
 
     def __enter__(self) -> InProcessCoordinator:

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 
 from coordinator.api import admin_routes, device_routes
+from coordinator.api.offload import Offload
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
 from coordinator.errors import CoordinatorError, RateLimited
@@ -35,8 +36,13 @@ def create_app(
     clock: Clock | None = None,
     engine: Engine | None = None,
     background_sweep: bool = True,
+    inline_blocking: bool = False,
 ) -> FastAPI:
-    """Build the service; the database schema is upgraded to the latest migration at start-up."""
+    """Build the service; the database schema is upgraded to the latest migration at start-up.
+
+    ``inline_blocking`` runs the device routes' database work on the event loop instead of a
+    threadpool: only for a caller that sends one request at a time (the simulator's bridge).
+    """
     clock = clock or SystemClock()
     engine = engine or make_engine(settings.db_url)
 
@@ -60,6 +66,7 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
+    app.state.offload = Offload(inline=inline_blocking)
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.telemetry = Telemetry(app.state.sessions)
     if settings.admin_token is not None:

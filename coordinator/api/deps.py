@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.api.offload import Offload
 from coordinator.db.models import Device
 from coordinator.db.session import transaction
 from coordinator.errors import Forbidden, Unauthorized
@@ -38,6 +39,11 @@ async def _telemetry(request: Request) -> Telemetry:
     return telemetry
 
 
+async def _offload(request: Request) -> Offload:
+    offload: Offload = request.app.state.offload
+    return offload
+
+
 async def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     if not authorization:
         raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
@@ -52,34 +58,62 @@ AppSettings = Annotated[Settings, Depends(_settings)]
 AppClock = Annotated[Clock, Depends(_clock)]
 BearerToken = Annotated[str, Depends(_bearer)]
 AppTelemetry = Annotated[Telemetry, Depends(_telemetry)]
+# Blocking work (database, numpy) goes through this: a threadpool under uvicorn, inline in-process.
+Blocking = Annotated[Offload, Depends(_offload)]
 
 
-def _authenticated(
-    request: Request, token: BearerToken, sessions: Sessions, clock: AppClock
-) -> tuple[str, bool]:
+class DeviceCredentials:
+    """A device's bearer token, checked against the database inside the route's transaction.
+
+    A route that writes anyway (check-in) authenticates in its own transaction: one transaction
+    and one device lookup instead of two each.
+    """
+
+    def __init__(self, token: str, limiter: RateLimiter) -> None:
+        self.token = token
+        self.limiter = limiter
+
+    def device(self, session: Session, *, now: float) -> Device:
+        """The device holding the token, its rate limit charged and ``last_seen_at`` current."""
+        device = devices.authenticate(session, self.token)
+        self.limiter.charge(device.id, now=now)
+        if devices.needs_seen(device, now):
+            device.last_seen_at = now
+        return device
+
+
+async def _credentials(request: Request, token: BearerToken) -> DeviceCredentials:
+    if _is_admin_token(request, token):
+        raise Forbidden("the admin token cannot act as a device")
+    return DeviceCredentials(token, request.app.state.limiter)
+
+
+async def _device_id(
+    request: Request, token: BearerToken, sessions: Sessions, clock: AppClock, offload: Blocking
+) -> str:
     """Authenticate a device and charge its rate limit; the admin token is not a device.
 
-    Returns the device id and whether its ``last_seen_at`` is due for a refresh.
+    Its ``last_seen_at`` is refreshed too, at most once a minute, in a write of its own.
     """
     if _is_admin_token(request, token):
         raise Forbidden("the admin token cannot act as a device")
     now = clock.now()
-    with transaction(sessions, read_only=True) as session:
-        device = devices.authenticate(session, token)
-        device_id, stale = device.id, devices.needs_seen(device, now)
+
+    def authenticate() -> tuple[str, bool]:
+        with transaction(sessions, read_only=True) as session:
+            device = devices.authenticate(session, token)
+            return device.id, devices.needs_seen(device, now)
+
+    device_id, stale = await offload(authenticate)
     limiter: RateLimiter = request.app.state.limiter
     limiter.charge(device_id, now=now)
-    return device_id, stale
-
-
-def _device_id(
-    seen: Annotated[tuple[str, bool], Depends(_authenticated)], sessions: Sessions, clock: AppClock
-) -> str:
-    """The authenticated device's id, its ``last_seen_at`` refreshed (at most once a minute)."""
-    device_id, stale = seen
     if stale:
-        with transaction(sessions) as session:
-            devices.mark_seen(session, device_id, now=clock.now())
+
+        def mark_seen() -> None:
+            with transaction(sessions) as session:
+                devices.mark_seen(session, device_id, now=now)
+
+        await offload(mark_seen)
     return device_id
 
 
@@ -94,8 +128,8 @@ def _is_admin_token(request: Request, token: str) -> bool:
 
 
 DeviceId = Annotated[str, Depends(_device_id)]
-# For a route whose own write transaction refreshes ``last_seen_at`` (check-in): one commit less.
-SeenDevice = Annotated[tuple[str, bool], Depends(_authenticated)]
+# For a route that authenticates inside its own write transaction (check-in).
+Credentials = Annotated[DeviceCredentials, Depends(_credentials)]
 Admin = Depends(_admin)
 
 

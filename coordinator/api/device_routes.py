@@ -6,15 +6,15 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.api.deps import (
     AppClock,
     AppSettings,
     AppTelemetry,
+    Blocking,
+    Credentials,
     DeviceId,
-    SeenDevice,
     Sessions,
     load_device,
 )
@@ -38,64 +38,84 @@ router = APIRouter(prefix="/v1", tags=["devices"])
 
 
 @router.post("/devices", status_code=201)
-def register(body: RegisterRequest, sessions: Sessions, clock: AppClock) -> RegisterResponse:
+async def register(
+    body: RegisterRequest, sessions: Sessions, clock: AppClock, offload: Blocking
+) -> RegisterResponse:
     """Register a device. The token in the answer is shown once: keep it secret."""
-    with transaction(sessions) as session:
-        device_id, token = devices.register(
-            session, runtime=body.runtime, sdk_version=body.sdk_version, now=clock.now()
-        )
-    return RegisterResponse(device_id=device_id, token=token)
+
+    def work() -> RegisterResponse:
+        with transaction(sessions) as session:
+            device_id, token = devices.register(
+                session, runtime=body.runtime, sdk_version=body.sdk_version, now=clock.now()
+            )
+        return RegisterResponse(device_id=device_id, token=token)
+
+    return await offload(work)
 
 
 @router.post("/check-in")
-def check_in(
+async def check_in(
     body: CheckInRequest,
     telemetry: AppTelemetry,
-    seen: SeenDevice,
+    credentials: Credentials,
     sessions: Sessions,
     clock: AppClock,
     settings: AppSettings,
+    offload: Blocking,
 ) -> CheckInResponse:
     """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
     telemetry.check_ins.inc()
-    device_id, stale = seen
     now = clock.now()
-    with transaction(sessions) as session:
-        device = load_device(session, device_id)
-        if stale:
-            device.last_seen_at = now
-        return leasing.check_in(session, device, body, now=now, settings=settings)
+
+    def work() -> CheckInResponse:
+        with transaction(sessions) as session:
+            device = credentials.device(session, now=now)
+            return leasing.check_in(session, device, body, now=now, settings=settings)
+
+    return await offload(work)
 
 
 @router.get("/plans/{plan_sha256}", response_class=Response)
-def download_plan(
+async def download_plan(
     plan_sha256: str,
     _: DeviceId,
     sessions: Sessions,
+    offload: Blocking,
     if_none_match: Annotated[str | None, Header()] = None,
     range_: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The plan's ``.tflite`` bytes. Immutable: cache by ETag (its sha256); resume with Range."""
-    return _immutable(
-        sessions, plan_sha256, "application/octet-stream", if_none_match, range_, if_range
+    return await offload(
+        _immutable,
+        sessions,
+        plan_sha256,
+        "application/octet-stream",
+        if_none_match,
+        range_,
+        if_range,
     )
 
 
 @router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)
-def download_weights(
+async def download_weights(
     job_id: int,
     number: int,
     _: DeviceId,
     sessions: Sessions,
+    offload: Blocking,
     if_none_match: Annotated[str | None, Header()] = None,
     range_: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A global version's weights (binary wire format). Immutable: ETag-cached, Range-resumable."""
-    with transaction(sessions, read_only=True) as session:
-        digest = jobs.get_version(session, job_id, number).weights_sha256
-    return _immutable(sessions, digest, MEDIA_TYPE, if_none_match, range_, if_range)
+
+    def work() -> Response:
+        with transaction(sessions, read_only=True) as session:
+            digest = jobs.get_version(session, job_id, number).weights_sha256
+        return _immutable(sessions, digest, MEDIA_TYPE, if_none_match, range_, if_range)
+
+    return await offload(work)
 
 
 @router.put("/leases/{lease_id}/update")
@@ -106,6 +126,7 @@ async def upload_update(
     sessions: Sessions,
     clock: AppClock,
     settings: AppSettings,
+    offload: Blocking,
     x_fedge_base_version: Annotated[int, Header(description="version the update was trained from")],
     x_fedge_num_examples: Annotated[int, Header(description="local examples trained on")],
     x_fedge_metrics: Annotated[str, Header(description="JSON object of local metrics")] = "{}",
@@ -134,34 +155,45 @@ async def upload_update(
             )
             raise
 
-    return await run_in_threadpool(accept)
+    return await offload(accept)
 
 
 @router.post("/leases/{lease_id}/heartbeat")
-def heartbeat(
-    lease_id: str, device_id: DeviceId, sessions: Sessions, clock: AppClock
+async def heartbeat(
+    lease_id: str, device_id: DeviceId, sessions: Sessions, clock: AppClock, offload: Blocking
 ) -> HeartbeatResponse:
     """Still working on the task: keep its lease alive. 409 ``lease_closed``: stop working."""
-    with transaction(sessions) as session:
-        lease = leasing.heartbeat(
-            session, load_device(session, device_id), lease_id, now=clock.now()
-        )
-        return HeartbeatResponse(
-            lease_id=lease.id,
-            alive_until=lease.alive_until if lease.alive_until is not None else lease.deadline_at,
-            deadline=lease.deadline_at,
-        )
+
+    def work() -> HeartbeatResponse:
+        with transaction(sessions) as session:
+            lease = leasing.heartbeat(
+                session, load_device(session, device_id), lease_id, now=clock.now()
+            )
+            alive_until = lease.alive_until if lease.alive_until is not None else lease.deadline_at
+            return HeartbeatResponse(
+                lease_id=lease.id, alive_until=alive_until, deadline=lease.deadline_at
+            )
+
+    return await offload(work)
 
 
 @router.post("/leases/{lease_id}/abort", status_code=204, response_class=Response)
-def abort(
-    lease_id: str, body: AbortRequest, device_id: DeviceId, sessions: Sessions, clock: AppClock
+async def abort(
+    lease_id: str,
+    body: AbortRequest,
+    device_id: DeviceId,
+    sessions: Sessions,
+    clock: AppClock,
+    offload: Blocking,
 ) -> Response:
     """Give up a task (battery, user activity, error…): its slot frees at once."""
-    with transaction(sessions) as session:
-        leasing.abort(
-            session, load_device(session, device_id), lease_id, reason=body.reason, now=clock.now()
-        )
+
+    def work() -> None:
+        with transaction(sessions) as session:
+            device = load_device(session, device_id)
+            leasing.abort(session, device, lease_id, reason=body.reason, now=clock.now())
+
+    await offload(work)
     return Response(status_code=204)
 
 
