@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     Enum,
     Float,
     ForeignKey,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    and_,
+    or_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -182,6 +185,27 @@ class Lease(Base):
     alive_until: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     close_reason: Mapped[str | None] = mapped_column(String(64))
+
+    # A lease is live while it is active and neither past its deadline nor silent too long.
+    # Everything that counts or accepts leases asks this, so a lease is dead the moment it is
+    # overdue; the periodic sweep only records it (status EXPIRED), it decides nothing.
+
+    def overdue(self, now: float) -> str | None:
+        """Why this lease is dead at ``now`` though not closed yet: "deadline", "silent" or None."""
+        if now > self.deadline_at:
+            return "deadline"
+        if self.alive_until is not None and now > self.alive_until:
+            return "silent"
+        return None
+
+    @classmethod
+    def live(cls, now: float) -> ColumnElement[bool]:
+        """SQL for: active, and not :meth:`overdue` at ``now``."""
+        return and_(
+            cls.status == LeaseStatus.ACTIVE,
+            cls.deadline_at >= now,
+            or_(cls.alive_until.is_(None), cls.alive_until >= now),
+        )
 
 
 class Update(Base):

@@ -57,13 +57,15 @@ def check_in(
     for job in jobs:
         config = job_config(job)
         held = _active_lease(session, job.id, device.id)
-        if held is not None:  # a retried check-in gets the same task back, not a second slot
-            return CheckInResponse(task=_task(session, job, config, held))
+        if held is not None:
+            dead = held.overdue(now)
+            if dead is None:  # a retried check-in gets the same task back, not a second slot
+                return CheckInResponse(task=_task(session, job, config, held))
+            _close(held, LeaseStatus.EXPIRED, dead, now)
         refusal = _ineligible(session, job, config, device, facts, now)
         if refusal:
             reasons.append(refusal)
             continue
-        expire_leases(session, job.id, now=now)
         lease = _issue(session, job, config, device, now=now)
         if lease is not None:
             return CheckInResponse(task=_task(session, job, config, lease))
@@ -91,7 +93,7 @@ def heartbeat(session: Session, device: Device, lease_id: str, *, now: float) ->
         raise LeaseClosed(
             f"lease {lease_id} is {lease.status.value} ({lease.close_reason}): stop working on it"
         )
-    if lease.deadline_at < now or (lease.alive_until is not None and lease.alive_until < now):
+    if lease.overdue(now) is not None:
         raise LeaseClosed(f"lease {lease_id} has expired: stop working on it")
     interval = job_config(session.get_one(Job, lease.job_id)).task.heartbeat_seconds
     if interval is not None:
@@ -113,10 +115,11 @@ def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool =
 
 
 def expire_leases(session: Session, job_id: int, *, now: float) -> int:
-    """Close a job's active leases past their deadline or silent too long; return how many.
+    """Record as EXPIRED a job's active leases past their deadline or silent too long.
 
-    Dead devices free their slots here, so no vanished device ever holds a buffer or a round.
-    With heartbeats on, a silent device is let go after ``HEARTBEAT_GRACE`` intervals.
+    Such a lease is already dead — :meth:`Lease.live` leaves it out of every count, and its
+    upload or heartbeat is refused — so no vanished device ever holds a slot or a round; this
+    only writes it down (the periodic sweep calls it). Returns how many it closed.
     """
     overdue = session.scalars(
         select(Lease).where(
@@ -126,8 +129,7 @@ def expire_leases(session: Session, job_id: int, *, now: float) -> int:
         )
     ).all()
     for lease in overdue:
-        silent = lease.deadline_at >= now  # alive_until passed first
-        _close(lease, LeaseStatus.EXPIRED, "silent" if silent else "deadline", now)
+        _close(lease, LeaseStatus.EXPIRED, lease.overdue(now) or "deadline", now)
     return len(overdue)
 
 
@@ -224,16 +226,14 @@ def _issue(
     round_id = None
     if job.mode == JobMode.ASYNC:
         active = session.scalar(
-            select(func.count(Lease.id)).where(
-                Lease.job_id == job.id, Lease.status == LeaseStatus.ACTIVE
-            )
+            select(func.count(Lease.id)).where(Lease.job_id == job.id, Lease.live(now))
         )
         if (active or 0) >= config.aggregation.concurrency:
             return None
         deadline = now + config.task.lease_seconds
     else:
         current = rounds.open_round(session, job, config, now=now)
-        if current is None or not rounds.wants_more(session, current):
+        if current is None or not rounds.wants_more(session, current, now=now):
             return None
         round_id = current.id
         deadline = min(now + config.task.lease_seconds, current.deadline_at)

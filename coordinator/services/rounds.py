@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
@@ -130,15 +130,16 @@ def open_round(session: Session, job: Job, config: JobCreate, *, now: float) -> 
     return current
 
 
-def wants_more(session: Session, current: Round) -> bool:
+def wants_more(session: Session, current: Round, *, now: float) -> bool:
     """Whether the round still selects devices: its live and finished leases are below quota.
 
-    Counted from the leases, not a counter, so an aborted or expired lease frees its place.
+    Counted from the leases, not a counter, so an aborted, expired or overdue lease frees its
+    place at once.
     """
     taken = session.scalar(
         select(func.count(Lease.id)).where(
             Lease.round_id == current.id,
-            Lease.status.in_([LeaseStatus.ACTIVE, LeaseStatus.COMPLETED]),
+            or_(Lease.live(now), Lease.status == LeaseStatus.COMPLETED),
         )
     )
     return (taken or 0) < current.to_select
@@ -171,8 +172,6 @@ def close_round(session: Session, job: Job, current: Round, *, now: float) -> No
         select(Lease).where(Lease.round_id == current.id, Lease.status == LeaseStatus.ACTIVE)
     ).all()
     for lease in stragglers:  # their reports would arrive after the close: free them now
-        lease.status, lease.close_reason, lease.closed_at = (
-            LeaseStatus.REJECTED,
-            "round_closed",
-            now,
-        )
+        dead = lease.overdue(now)  # already dead (the sweep had not recorded it): say why
+        lease.status = LeaseStatus.REJECTED if dead is None else LeaseStatus.EXPIRED
+        lease.close_reason, lease.closed_at = dead or "round_closed", now

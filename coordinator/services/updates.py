@@ -155,12 +155,8 @@ def record_rejection(
                     error.reason,
                     now,
                 )
-            elif isinstance(error, LeaseClosed) and now > lease.deadline_at:
-                lease.status, lease.close_reason, lease.closed_at = (
-                    LeaseStatus.EXPIRED,
-                    "deadline",
-                    now,
-                )
+            elif isinstance(error, LeaseClosed) and (dead := lease.overdue(now)) is not None:
+                lease.status, lease.close_reason, lease.closed_at = LeaseStatus.EXPIRED, dead, now
 
 
 def _completed(lease: Lease) -> bool:
@@ -170,8 +166,15 @@ def _completed(lease: Lease) -> bool:
 def _check_lease(lease: Lease, *, base_version: int, now: float) -> None:
     if lease.status != LeaseStatus.ACTIVE:
         raise LeaseClosed(f"lease {lease.id} is {lease.status.value} ({lease.close_reason})")
-    if now > lease.deadline_at:
+    dead = lease.overdue(now)
+    if dead == "deadline":
         raise LeaseClosed(f"lease {lease.id} expired {now - lease.deadline_at:.1f} s ago")
+    if dead == "silent":
+        silent_for = now - (lease.alive_until or now)
+        raise LeaseClosed(
+            f"lease {lease.id} expired: its device went silent ({silent_for:.1f} s past the"
+            " heartbeat grace)"
+        )
     if base_version != lease.base_version:
         raise WrongBaseVersion(
             f"lease {lease.id} handed out version {lease.base_version}, "

@@ -53,6 +53,34 @@ def test_a_silent_device_frees_its_slot_after_the_grace_intervals_not_the_whole_
     assert late.value.status == 409 and "expired" in late.value.message
 
 
+def test_a_silent_devices_late_upload_is_refused_even_before_anything_sweeps(coordinator):
+    job = async_job(coordinator)
+    vanished = coordinator.device()
+    lost_task = vanished.check_in(FACTS)
+    coordinator.clock.advance(HEARTBEAT_GRACE * INTERVAL + 1)  # no check-in, no sweep since
+
+    with pytest.raises(ProtocolError) as late:
+        vanished.upload(lost_task, small_delta(), num_examples=10)
+
+    assert late.value.status == 409
+    assert "went silent" in late.value.message
+    assert coordinator.job(job["id"])["current_version"] == 0
+
+
+def test_a_device_back_after_going_silent_gets_a_fresh_task_not_its_dead_lease(coordinator):
+    async_job(coordinator)
+    device = coordinator.device()
+    first = device.check_in(FACTS)
+    assert isinstance(first, Task)
+    coordinator.clock.advance(HEARTBEAT_GRACE * INTERVAL + 1)
+
+    again = device.check_in(FACTS)
+
+    assert isinstance(again, Task)
+    assert again.lease_id != first.lease_id
+    assert device.heartbeat(again) > coordinator.clock.now()
+
+
 def test_heartbeats_keep_a_slow_devices_lease_alive_until_it_uploads(coordinator):
     job = async_job(coordinator, lease_seconds=3600)
     slow, waiting = coordinator.device(), coordinator.device()
