@@ -19,7 +19,7 @@ from coordinator.api.schemas import (
 from coordinator.blobs import put_blob
 from coordinator.db.models import Job, Plan, Version
 from coordinator.db.session import transaction
-from coordinator.services import history, jobs, plans
+from coordinator.services import history, jobs, plans, rounds
 from fedge.wire import MEDIA_TYPE
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
@@ -82,8 +82,12 @@ def change_status(job_id: int, action: jobs.Action, sessions: Sessions) -> JobVi
 @router.get("/jobs/{job_id}/versions")
 def list_versions(job_id: int, sessions: Sessions) -> list[VersionView]:
     """A job's global versions with the measurements of the steps that made them."""
-    with transaction(sessions) as session:
-        return [_version_view(v) for v in jobs.list_versions(session, job_id)]
+    with transaction(sessions, read_only=True) as session:
+        made_by = rounds.numbers(session, job_id)
+        return [
+            _version_view(v, made_by.get(v.round_id) if v.round_id is not None else None)
+            for v in jobs.list_versions(session, job_id)
+        ]
 
 
 @router.get("/jobs/{job_id}/metrics")
@@ -140,7 +144,7 @@ def _job_view(job: Job) -> JobView:
     )
 
 
-def _version_view(version: Version) -> VersionView:
+def _version_view(version: Version, round_number: int | None = None) -> VersionView:
     return VersionView(
         number=version.number,
         weights_sha256=version.weights_sha256,
@@ -150,4 +154,5 @@ def _version_view(version: Version) -> VersionView:
         mean_staleness=version.mean_staleness,
         update_norm_mean=version.update_norm_mean,
         update_norm_var=version.update_norm_var,
+        round=round_number,
     )

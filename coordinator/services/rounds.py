@@ -145,6 +145,12 @@ def wants_more(session: Session, current: Round, *, now: float) -> bool:
     return (taken or 0) < current.to_select
 
 
+def numbers(session: Session, job_id: int) -> dict[int, int]:
+    """The number of each of a job's rounds, by round id."""
+    rows = session.execute(select(Round.id, Round.number).where(Round.job_id == job_id))
+    return {round_id: number for round_id, number in rows}
+
+
 def round_number(session: Session, round_id: int | None) -> int | None:
     """The number of round ``round_id`` (None for asynchronous leases)."""
     if round_id is None:

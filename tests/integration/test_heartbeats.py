@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from coordinator.api.schemas import HEARTBEAT_GRACE
+from coordinator.db.session import make_engine, make_session_factory, transaction
+from coordinator.services import rounds
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task
 from device_sdk.runner import LocalRunner
@@ -146,6 +148,36 @@ def test_a_device_cut_when_its_round_reached_the_target_learns_it_at_its_next_he
         slow.heartbeat(slow_task)
     assert stop.value.status == 409 and "round_closed" in stop.value.message
     assert coordinator.job(job["id"])["current_version"] == 1
+
+
+def test_the_round_planner_counts_a_device_gone_silent_as_a_dropout_not_a_slow_device(
+    coordinator,
+):
+    job = coordinator.create_job(
+        coordinator.publish_plan(),
+        mode="sync",
+        target=1,
+        over_selection=2.0,
+        task={"heartbeat_seconds": INTERVAL},
+    )
+    working, vanished = coordinator.device(), coordinator.device()
+    task = working.check_in(FACTS)
+    assert isinstance(vanished.check_in(FACTS), Task)
+    for _ in range(HEARTBEAT_GRACE + 1):  # the vanished device misses its grace meanwhile
+        coordinator.clock.advance(INTERVAL)
+        working.heartbeat(task)
+    working.upload(task, small_delta(), num_examples=10)  # the target: round 1 closes
+
+    engine = make_engine(coordinator.db_url)
+    try:
+        with transaction(make_session_factory(engine), read_only=True) as session:
+            seen = rounds.history(session, job["id"], now=coordinator.clock.now(), heartbeats=True)
+    finally:
+        engine.dispose()
+
+    assert seen.report_seconds == [pytest.approx((HEARTBEAT_GRACE + 1) * INTERVAL)]
+    assert seen.aborted == 1  # a known dropout, not a device censored at the close
+    assert seen.censored_seconds == []
 
 
 def test_without_heartbeats_configured_a_lease_lives_until_its_deadline(coordinator):

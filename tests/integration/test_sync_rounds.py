@@ -77,6 +77,21 @@ def test_a_round_with_the_minimum_at_its_deadline_still_makes_a_version(coordina
     assert coordinator.versions(job["id"])[1]["num_updates"] == 2
 
 
+def test_each_version_names_the_round_that_made_it(coordinator):
+    job = coordinator.create_job(
+        coordinator.publish_plan(), mode="sync", target=1, over_selection=1.0, round_seconds=100
+    )
+    coordinator.device().check_in(FACTS)  # round 1: its only device vanishes
+    coordinator.clock.advance(101)
+    device = coordinator.device()
+    task = device.check_in(FACTS)  # round 2
+    device.upload(task, delta(1.0), num_examples=10)
+
+    versions = coordinator.versions(job["id"])
+
+    assert [(v["number"], v["round"]) for v in versions] == [(0, None), (1, 2)]
+
+
 def test_an_aborted_device_is_replaced_in_the_same_round(coordinator):
     coordinator.create_job(coordinator.publish_plan(), mode="sync", target=1, over_selection=1.0)
     quitter, spare = coordinator.device(), coordinator.device()
