@@ -163,6 +163,17 @@ def run_flower(args: argparse.Namespace, plans: Path, out: Path) -> Side:
     return side
 
 
+# Flower's side: 4 digits a client (4,000 over 1,000), one local epoch, exactly ``per_round``
+# clients a round, no device faults, no day/night cycle. Fedge's defaults differ on every one
+# of these (a realistic fleet); without them the two sides would not train the same task.
+SAME_TASK = (
+    *("--sizes", "equal", "--set", "partition.mean_examples=4"),
+    *("--set", "partition.min_examples=1", "--set", "job.task.local_epochs=1"),
+    *("--set", "job.aggregation.over_selection=1.0"),
+    *("--set", "population.crash_after_upload=0", "--set", "population.diurnal=false"),
+)
+
+
 def run_fedge(args: argparse.Namespace, out: Path) -> Side:
     """Fedge's side: ``fedge simulate`` in ``.venv``, which writes ``DIR/summary.json``."""
     side = Side(engine="fedge")
@@ -181,6 +192,7 @@ def run_fedge(args: argparse.Namespace, out: Path) -> Side:
         *("--dataset", "mnist", "--partition", "iid", "--rounds", str(args.rounds)),
         *("--cohort", str(args.per_round), "--dropout", "0", "--seed", str(args.seed)),
         *("--out", str(summary_dir)),
+        *SAME_TASK,
         *args.fedge_args,
     ]
     output = run_measured(side, command, log=out / "fedge.log", interval=args.sample_interval)
