@@ -76,17 +76,28 @@ def test_more_dropout_means_a_larger_cohort():
 
 
 @pytest.mark.parametrize("dropout", [0.1, 0.3])
-def test_with_heartbeats_refilled_places_need_a_smaller_cohort_with_the_same_deadline(dropout):
+def test_with_heartbeats_a_round_waits_for_one_refill_and_needs_a_smaller_cohort(dropout):
     history = simulated_history(dropout=dropout, seed=4)
     common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
 
     without = plan_cohort(history, **common)
     refilled = plan_cohort(history, **common, detection_seconds=90)
 
-    assert refilled.deadline_seconds == without.deadline_seconds
+    median = fit_report_times(history).quantile(0.5)
+    assert refilled.deadline_seconds == pytest.approx(without.deadline_seconds + 0.5 * median + 90)
     assert refilled.report_probability > without.report_probability
     assert refilled.to_select < without.to_select
     assert refilled.completion_probability >= 0.95
+
+
+def test_the_room_for_a_refill_never_stretches_a_round_past_its_bound():
+    history = simulated_history(dropout=0.3, seed=4)
+
+    plan = plan_cohort(
+        history, target=20, over_selection=1.3, round_seconds=300, detection_seconds=90
+    )
+
+    assert plan.deadline_seconds == 300
 
 
 def test_the_deadline_is_a_high_quantile_of_the_model_within_the_configured_bound():
