@@ -13,8 +13,8 @@ dynamic adjustment as future work. Here both are learned from the job's own clos
   Over-selecting less than that fails rounds; more wastes the work of devices cut when the
   target is reached. With lease heartbeats a dropout is noticed within a few intervals and its
   place handed to the next device that checks in, so the cohort need not cover every dropout
-  up front: the chance a *place* reports counts its replacements, and the deadline leaves
-  room for one (below).
+  up front: the chance a *place* reports counts its replacements, and where the surplus
+  would waste too much work the deadline leaves room for one (below).
 
 Pure functions over plain numbers; the service feeds them the history it reads.
 """
@@ -130,6 +130,7 @@ def plan_cohort(
     deadline_quantile: float = 0.99,
     max_over_selection: float = 3.0,
     detection_seconds: float | None = None,
+    waste_goal: float = 0.15,
 ) -> CohortPlan:
     """The cohort size and deadline for the next round, learned from ``history``.
 
@@ -141,17 +142,19 @@ def plan_cohort(
     about that long and its place goes to the next device that checks in, so a place in the
     cohort fails only if every device that holds it in turn fails to report in time (a
     dropout is taken to happen half-way through a median task, then to go unnoticed for
-    ``detection_seconds``). The deadline then leaves room for exactly one such replacement —
-    the high quantile plus half a median task plus the detection time — so that a place lost
-    at the typical moment is refilled by a device that reports as late as anyone else may.
-    Fewer devices need selecting up front, and each surplus one is work thrown away when the
-    target is reached without it: in ``benchmarks/over_selection.py`` this takes the work
-    wasted at 6-30 % dropout from 15-34 % to 4-15 % with ≥ 95 % of rounds completed, for
-    rounds of ~5 minutes instead of ~4. Room for more refills is not worth it: with the
-    deadline at the whole round bound the cohort shrank to the target, rounds waited on their
-    slowest device (9 minutes) and only 83 % completed at 30 % dropout. Without heartbeats
-    (None) a silent device holds its place until the deadline: every dropout is a lost
-    place, and the cohort must cover them all.
+    ``detection_seconds``). Places are kept filled, so at the close every surplus place holds
+    a device that has trained about as long as the others and is cut: a share
+    ``(cohort − target) / cohort`` of the work is wasted. When that exceeds ``waste_goal``
+    the deadline leaves room for one replacement — the high quantile plus half a median task
+    plus the detection time — so that a place lost at the typical moment is refilled by a
+    device that reports as late as anyone else may, and the surplus can shrink. Rounds then
+    take longer: this trades round time for device work only when the work wasted would
+    exceed the goal. In ``benchmarks/over_selection.py`` the waste at 6-30 % dropout falls
+    from 15-34 % to 4-15 % with ≥ 95 % of rounds completed. Room for more refills is not
+    worth it: with the deadline at the whole round bound the cohort shrank to the target,
+    rounds waited on their slowest device (9 minutes) and only 83 % completed at 30 %
+    dropout. Without heartbeats (None) a silent device holds its place until the deadline:
+    every dropout is a lost place, and the cohort must cover them all.
     """
     if not 0 < goal < 1:
         raise ValueError(f"goal must lie in (0, 1), got {goal}")
@@ -160,19 +163,32 @@ def plan_cohort(
         return CohortPlan(fixed, round_seconds, math.nan, math.nan, learned=False)
 
     model = fit_report_times(history)
+    ceiling = max(target, math.ceil(target * max_over_selection))
     deadline = min(round_seconds, model.quantile(deadline_quantile))
+    plan = _smallest_cohort(model, target, deadline, goal, ceiling, detection_seconds)
+    if detection_seconds is not None and (plan.to_select - target) / plan.to_select > waste_goal:
+        room = 0.5 * model.quantile(0.5) + detection_seconds
+        longer = min(round_seconds, deadline + room)
+        plan = _smallest_cohort(model, target, longer, goal, ceiling, detection_seconds)
+    return plan
+
+
+def _smallest_cohort(
+    model: ReportTimeModel,
+    target: int,
+    deadline: float,
+    goal: float,
+    ceiling: int,
+    detection_seconds: float | None,
+) -> CohortPlan:
+    """The smallest cohort reaching ``target`` by ``deadline`` with probability ``goal``."""
     q = model.reports_by(deadline)
     if detection_seconds is not None:  # a dead place is refilled, again, until the deadline
         replaced_every = 0.5 * model.quantile(0.5) + detection_seconds
-        # Room for one refill of a place that failed at the typical moment, so that a device
-        # replacing it reports by the same high quantile: surplus devices become unnecessary.
-        deadline = min(round_seconds, deadline + replaced_every)
-        q = model.reports_by(deadline)
         k = 1
         while deadline - k * replaced_every > 0 and model.never**k > 1e-9:
             q += model.never**k * model.reports_by(deadline - k * replaced_every)
             k += 1
-    ceiling = max(target, math.ceil(target * max_over_selection))
     n = target
     while n < ceiling and _at_least(target, n, q) < goal:
         n += 1

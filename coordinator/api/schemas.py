@@ -157,6 +157,13 @@ class AggregationConfig(Strict):
     completion_goal: float = Field(
         0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"
     )
+    waste_goal: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="with heartbeats, the share of device work cut at the close above which a "
+        "round waits for one refill instead of selecting surplus devices (adaptive)",
+    )
     # Server optimizer (Reddi et al., ICLR 2021)
     server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
     server_learning_rate: float = Field(1.0, gt=0)

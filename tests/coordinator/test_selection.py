@@ -75,19 +75,43 @@ def test_more_dropout_means_a_larger_cohort():
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
-@pytest.mark.parametrize("dropout", [0.1, 0.3])
-def test_with_heartbeats_a_round_waits_for_one_refill_and_needs_a_smaller_cohort(dropout):
+def test_with_heartbeats_a_round_whose_surplus_would_waste_too_much_waits_for_one_refill():
+    history = simulated_history(dropout=0.3, seed=4)
+    common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
+
+    without = plan_cohort(history, **common)
+    refilled = plan_cohort(history, **common, detection_seconds=90, waste_goal=0.15)
+
+    median = fit_report_times(history).quantile(0.5)
+    assert refilled.deadline_seconds == pytest.approx(without.deadline_seconds + 0.5 * median + 90)
+    assert (refilled.to_select - 20) / refilled.to_select <= 0.15
+    assert refilled.to_select < without.to_select
+    assert refilled.completion_probability >= 0.95
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_with_heartbeats_a_round_whose_surplus_wastes_little_keeps_its_short_deadline(dropout):
     history = simulated_history(dropout=dropout, seed=4)
     common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
 
     without = plan_cohort(history, **common)
-    refilled = plan_cohort(history, **common, detection_seconds=90)
+    refilled = plan_cohort(history, **common, detection_seconds=90, waste_goal=0.15)
 
-    median = fit_report_times(history).quantile(0.5)
-    assert refilled.deadline_seconds == pytest.approx(without.deadline_seconds + 0.5 * median + 90)
-    assert refilled.report_probability > without.report_probability
-    assert refilled.to_select < without.to_select
+    assert refilled.deadline_seconds == without.deadline_seconds
+    assert (refilled.to_select - 20) / refilled.to_select <= 0.15
+    assert refilled.to_select <= without.to_select
     assert refilled.completion_probability >= 0.95
+
+
+def test_the_waste_goal_decides_between_short_rounds_and_less_surplus():
+    history = simulated_history(dropout=0.1, seed=4)
+    common = {"target": 20, "over_selection": 1.3, "round_seconds": 900, "detection_seconds": 90}
+
+    lenient = plan_cohort(history, **common, waste_goal=0.9)
+    strict = plan_cohort(history, **common, waste_goal=0.01)
+
+    assert strict.deadline_seconds > lenient.deadline_seconds
+    assert strict.to_select <= lenient.to_select
 
 
 def test_the_room_for_a_refill_never_stretches_a_round_past_its_bound():
