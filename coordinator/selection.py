@@ -130,7 +130,7 @@ def plan_cohort(
     deadline_quantile: float = 0.99,
     max_over_selection: float = 3.0,
     detection_seconds: float | None = None,
-    waste_goal: float = 0.15,
+    max_surplus: float = 0.10,
 ) -> CohortPlan:
     """The cohort size and deadline for the next round, learned from ``history``.
 
@@ -143,17 +143,19 @@ def plan_cohort(
     cohort fails only if every device that holds it in turn fails to report in time (a
     dropout is taken to happen half-way through a median task, then to go unnoticed for
     ``detection_seconds``). Places are kept filled, so at the close every surplus place holds
-    a device that has trained about as long as the others and is cut: a share
-    ``(cohort − target) / cohort`` of the work is wasted. When that exceeds ``waste_goal``
-    the deadline leaves room for one replacement — the high quantile plus half a median task
+    a device that has trained at least as long as the others and is cut: at least a share
+    ``(cohort − target) / cohort`` of the work is wasted, more in practice (the cut devices
+    are the slow ones). When that share exceeds ``max_surplus`` the deadline leaves room for
+    one replacement — the high quantile plus half a median task
     plus the detection time — so that a place lost at the typical moment is refilled by a
     device that reports as late as anyone else may, and the surplus can shrink. Rounds then
-    take longer: this trades round time for device work only when the work wasted would
-    exceed the goal. In ``benchmarks/over_selection.py`` the waste at 6-30 % dropout falls
-    from 15-34 % to 4-15 % with ≥ 95 % of rounds completed. Room for more refills is not
-    worth it: with the deadline at the whole round bound the cohort shrank to the target,
-    rounds waited on their slowest device (9 minutes) and only 83 % completed at 30 %
-    dropout. Without heartbeats (None) a silent device holds its place until the deadline:
+    take longer: this trades round time for device work only where the surplus is large. In
+    ``benchmarks/over_selection.py`` a surplus share of 10 % keeps the measured waste within
+    the issue's 15 %: the waste at 6-30 % dropout falls from 15-34 % to 4-15 % with ≥ 95 % of
+    rounds completed (a threshold of 15 % let 19 % be wasted at 10 % dropout). Room for more
+    refills is not worth it: with the deadline at the whole round bound the cohort shrank to
+    the target, rounds waited on their slowest device (9 minutes) and only 83 % completed at
+    30 % dropout. Without heartbeats (None) a silent device holds its place until the deadline:
     every dropout is a lost place, and the cohort must cover them all.
     """
     if not 0 < goal < 1:
@@ -166,7 +168,7 @@ def plan_cohort(
     ceiling = max(target, math.ceil(target * max_over_selection))
     deadline = min(round_seconds, model.quantile(deadline_quantile))
     plan = _smallest_cohort(model, target, deadline, goal, ceiling, detection_seconds)
-    if detection_seconds is not None and (plan.to_select - target) / plan.to_select > waste_goal:
+    if detection_seconds is not None and (plan.to_select - target) / plan.to_select > max_surplus:
         room = 0.5 * model.quantile(0.5) + detection_seconds
         longer = min(round_seconds, deadline + room)
         plan = _smallest_cohort(model, target, longer, goal, ceiling, detection_seconds)

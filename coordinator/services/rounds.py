@@ -94,7 +94,7 @@ def plan_next_round(session: Session, job: Job, config: JobCreate, *, now: float
         round_seconds=aggregation.round_seconds,
         goal=aggregation.completion_goal,
         detection_seconds=None if interval is None else HEARTBEAT_GRACE * interval,
-        waste_goal=aggregation.waste_goal,
+        max_surplus=aggregation.max_surplus,
     )
 
 

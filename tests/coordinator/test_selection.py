@@ -80,11 +80,11 @@ def test_with_heartbeats_a_round_whose_surplus_would_waste_too_much_waits_for_on
     common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
 
     without = plan_cohort(history, **common)
-    refilled = plan_cohort(history, **common, detection_seconds=90, waste_goal=0.15)
+    refilled = plan_cohort(history, **common, detection_seconds=90, max_surplus=0.10)
 
     median = fit_report_times(history).quantile(0.5)
     assert refilled.deadline_seconds == pytest.approx(without.deadline_seconds + 0.5 * median + 90)
-    assert (refilled.to_select - 20) / refilled.to_select <= 0.15
+    assert (refilled.to_select - 20) / refilled.to_select <= 0.10
     assert refilled.to_select < without.to_select
     assert refilled.completion_probability >= 0.95
 
@@ -95,20 +95,20 @@ def test_with_heartbeats_a_round_whose_surplus_wastes_little_keeps_its_short_dea
     common = {"target": 20, "over_selection": 1.3, "round_seconds": 900}
 
     without = plan_cohort(history, **common)
-    refilled = plan_cohort(history, **common, detection_seconds=90, waste_goal=0.15)
+    refilled = plan_cohort(history, **common, detection_seconds=90, max_surplus=0.10)
 
     assert refilled.deadline_seconds == without.deadline_seconds
-    assert (refilled.to_select - 20) / refilled.to_select <= 0.15
+    assert (refilled.to_select - 20) / refilled.to_select <= 0.10
     assert refilled.to_select <= without.to_select
     assert refilled.completion_probability >= 0.95
 
 
-def test_the_waste_goal_decides_between_short_rounds_and_less_surplus():
+def test_the_surplus_bound_decides_between_short_rounds_and_fewer_surplus_devices():
     history = simulated_history(dropout=0.1, seed=4)
     common = {"target": 20, "over_selection": 1.3, "round_seconds": 900, "detection_seconds": 90}
 
-    lenient = plan_cohort(history, **common, waste_goal=0.9)
-    strict = plan_cohort(history, **common, waste_goal=0.01)
+    lenient = plan_cohort(history, **common, max_surplus=0.9)
+    strict = plan_cohort(history, **common, max_surplus=0.01)
 
     assert strict.deadline_seconds > lenient.deadline_seconds
     assert strict.to_select <= lenient.to_select
