@@ -158,11 +158,11 @@ class AggregationConfig(Strict):
         0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"
     )
     max_surplus: float = Field(
-        0.10,
+        0.05,
         gt=0,
         lt=1,
         description="with heartbeats, the share of surplus devices in a cohort above which a "
-        "round waits for one refill instead of selecting them (adaptive); 10 % kept the work "
+        "round waits for one refill instead of selecting them (adaptive); 5 % kept the work "
         "wasted within 15 % at 6-30 % dropout in benchmarks/over_selection.py",
     )
     # Server optimizer (Reddi et al., ICLR 2021)
