@@ -168,11 +168,12 @@ def plan_cohort(
     model = fit_report_times(history)
     ceiling = max(target, math.ceil(target * max_over_selection))
     deadline = min(round_seconds, model.quantile(deadline_quantile))
-    plan = _smallest_cohort(model, target, deadline, goal, ceiling, detection_seconds)
-    if detection_seconds is not None and (plan.to_select - target) / plan.to_select > max_surplus:
-        room = 0.5 * model.quantile(0.5) + detection_seconds
-        longer = min(round_seconds, deadline + room)
-        plan = _smallest_cohort(model, target, longer, goal, ceiling, detection_seconds)
+    # With heartbeats: how long a lost place takes to get a new device, on average.
+    refill = None if detection_seconds is None else 0.5 * model.quantile(0.5) + detection_seconds
+    plan = _smallest_cohort(model, target, deadline, goal, ceiling, refill)
+    if refill is not None and (plan.to_select - target) / plan.to_select > max_surplus:
+        longer = min(round_seconds, deadline + refill)
+        plan = _smallest_cohort(model, target, longer, goal, ceiling, refill)
     return plan
 
 
@@ -182,15 +183,17 @@ def _smallest_cohort(
     deadline: float,
     goal: float,
     ceiling: int,
-    detection_seconds: float | None,
+    refill: float | None,
 ) -> CohortPlan:
-    """The smallest cohort reaching ``target`` by ``deadline`` with probability ``goal``."""
+    """The smallest cohort reaching ``target`` by ``deadline`` with probability ``goal``.
+
+    ``refill``: seconds for a lost place to get a new device (None: places are never refilled).
+    """
     q = model.reports_by(deadline)
-    if detection_seconds is not None:  # a dead place is refilled, again, until the deadline
-        replaced_every = 0.5 * model.quantile(0.5) + detection_seconds
+    if refill is not None:  # a dead place is refilled, again, until the deadline
         k = 1
-        while deadline - k * replaced_every > 0 and model.never**k > 1e-9:
-            q += model.never**k * model.reports_by(deadline - k * replaced_every)
+        while deadline - k * refill > 0 and model.never**k > 1e-9:
+            q += model.never**k * model.reports_by(deadline - k * refill)
             k += 1
     n = target
     while n < ceiling and _at_least(target, n, q) < goal:

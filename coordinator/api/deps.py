@@ -65,8 +65,9 @@ Blocking = Annotated[Offload, Depends(_offload)]
 class DeviceCredentials:
     """A device's bearer token, checked against the database inside the route's transaction.
 
-    A route that writes anyway (check-in) authenticates in its own transaction: one transaction
-    and one device lookup instead of two each.
+    A route that writes anyway (check-in, heartbeat, abort) authenticates in its own
+    transaction: one transaction and one device lookup instead of two each. (Upload does not:
+    it authenticates before it reads a body of up to ``max_body_bytes``.)
     """
 
     def __init__(self, token: str, limiter: RateLimiter) -> None:
@@ -128,7 +129,7 @@ def _is_admin_token(request: Request, token: str) -> bool:
 
 
 DeviceId = Annotated[str, Depends(_device_id)]
-# For a route that authenticates inside its own write transaction (check-in).
+# For a route that authenticates inside its own write transaction (check-in, heartbeat, abort).
 Credentials = Annotated[DeviceCredentials, Depends(_credentials)]
 Admin = Depends(_admin)
 

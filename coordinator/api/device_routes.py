@@ -160,15 +160,19 @@ async def upload_update(
 
 @router.post("/leases/{lease_id}/heartbeat")
 async def heartbeat(
-    lease_id: str, device_id: DeviceId, sessions: Sessions, clock: AppClock, offload: Blocking
+    lease_id: str,
+    credentials: Credentials,
+    sessions: Sessions,
+    clock: AppClock,
+    offload: Blocking,
 ) -> HeartbeatResponse:
     """Still working on the task: keep its lease alive. 409 ``lease_closed``: stop working."""
+    now = clock.now()
 
     def work() -> HeartbeatResponse:
         with transaction(sessions) as session:
-            lease = leasing.heartbeat(
-                session, load_device(session, device_id), lease_id, now=clock.now()
-            )
+            device = credentials.device(session, now=now)
+            lease = leasing.heartbeat(session, device, lease_id, now=now)
             alive_until = lease.alive_until if lease.alive_until is not None else lease.deadline_at
             return HeartbeatResponse(
                 lease_id=lease.id, alive_until=alive_until, deadline=lease.deadline_at
@@ -181,17 +185,18 @@ async def heartbeat(
 async def abort(
     lease_id: str,
     body: AbortRequest,
-    device_id: DeviceId,
+    credentials: Credentials,
     sessions: Sessions,
     clock: AppClock,
     offload: Blocking,
 ) -> Response:
     """Give up a task (battery, user activity, error…): its slot frees at once."""
+    now = clock.now()
 
     def work() -> None:
         with transaction(sessions) as session:
-            device = load_device(session, device_id)
-            leasing.abort(session, device, lease_id, reason=body.reason, now=clock.now())
+            device = credentials.device(session, now=now)
+            leasing.abort(session, device, lease_id, reason=body.reason, now=now)
 
     await offload(work)
     return Response(status_code=204)

@@ -198,6 +198,10 @@ class Lease(Base):
             return "silent"
         return None
 
+    def close(self, status: LeaseStatus, reason: str, now: float) -> None:
+        """End the lease: ``status``, why, and when."""
+        self.status, self.close_reason, self.closed_at = status, reason, now
+
     @classmethod
     def live(cls, now: float) -> ColumnElement[bool]:
         """SQL for: active, and not :meth:`overdue` at ``now``."""

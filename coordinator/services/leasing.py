@@ -61,7 +61,7 @@ def check_in(
             dead = held.overdue(now)
             if dead is None:  # a retried check-in gets the same task back, not a second slot
                 return CheckInResponse(task=_task(session, job, config, held))
-            _close(held, LeaseStatus.EXPIRED, dead, now)
+            held.close(LeaseStatus.EXPIRED, dead, now)
         refusal = _ineligible(session, job, config, device, facts, now)
         if refusal:
             reasons.append(refusal)
@@ -78,7 +78,7 @@ def abort(session: Session, device: Device, lease_id: str, *, reason: str, now: 
     lease = owned_lease(session, device, lease_id)
     if lease.status != LeaseStatus.ACTIVE:
         raise LeaseClosed(f"lease {lease_id} is already {lease.status.value}")
-    _close(lease, LeaseStatus.ABORTED, f"aborted:{reason}", now)
+    lease.close(LeaseStatus.ABORTED, f"aborted:{reason}", now)
     return lease
 
 
@@ -129,7 +129,7 @@ def expire_leases(session: Session, job_id: int, *, now: float) -> int:
         )
     ).all()
     for lease in overdue:
-        _close(lease, LeaseStatus.EXPIRED, lease.overdue(now) or "deadline", now)
+        lease.close(LeaseStatus.EXPIRED, lease.overdue(now) or "deadline", now)
     return len(overdue)
 
 
@@ -278,9 +278,3 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
     )
-
-
-def _close(lease: Lease, status: LeaseStatus, reason: str, now: float) -> None:
-    lease.status = status
-    lease.close_reason = reason
-    lease.closed_at = now

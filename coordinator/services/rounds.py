@@ -180,5 +180,7 @@ def close_round(session: Session, job: Job, current: Round, *, now: float) -> No
     ).all()
     for lease in stragglers:  # their reports would arrive after the close: free them now
         dead = lease.overdue(now)  # already dead (the sweep had not recorded it): say why
-        lease.status = LeaseStatus.REJECTED if dead is None else LeaseStatus.EXPIRED
-        lease.close_reason, lease.closed_at = dead or "round_closed", now
+        if dead is None:
+            lease.close(LeaseStatus.REJECTED, "round_closed", now)
+        else:
+            lease.close(LeaseStatus.EXPIRED, dead, now)

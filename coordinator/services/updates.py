@@ -108,7 +108,7 @@ def upload(
             received_at=now,
         )
     )
-    lease.status, lease.close_reason, lease.closed_at = LeaseStatus.COMPLETED, "uploaded", now
+    lease.close(LeaseStatus.COMPLETED, "uploaded", now)
     session.flush()
     if current_round is not None:
         rounds.on_report(session, job, current_round, now=now)
@@ -150,13 +150,9 @@ def record_rejection(
         )
         if known and lease and lease.status == LeaseStatus.ACTIVE:
             if isinstance(error, StaleUpdate):  # retrying cannot help: free the slot now
-                lease.status, lease.close_reason, lease.closed_at = (
-                    LeaseStatus.REJECTED,
-                    error.reason,
-                    now,
-                )
+                lease.close(LeaseStatus.REJECTED, error.reason, now)
             elif isinstance(error, LeaseClosed) and (dead := lease.overdue(now)) is not None:
-                lease.status, lease.close_reason, lease.closed_at = LeaseStatus.EXPIRED, dead, now
+                lease.close(LeaseStatus.EXPIRED, dead, now)
 
 
 def _completed(lease: Lease) -> bool:

@@ -30,6 +30,17 @@ def async_job(coordinator, **task):
     )
 
 
+def sync_job(coordinator):
+    """Rounds of one report from two selected devices: the second is cut at the close."""
+    return coordinator.create_job(
+        coordinator.publish_plan(),
+        mode="sync",
+        target=1,
+        over_selection=2.0,
+        task={"heartbeat_seconds": INTERVAL},
+    )
+
+
 def test_a_task_tells_the_device_how_often_to_send_heartbeats(coordinator):
     async_job(coordinator)
 
@@ -130,13 +141,7 @@ def test_a_heartbeat_for_another_devices_lease_is_forbidden(coordinator):
 def test_a_device_cut_when_its_round_reached_the_target_learns_it_at_its_next_heartbeat(
     coordinator,
 ):
-    job = coordinator.create_job(
-        coordinator.publish_plan(),
-        mode="sync",
-        target=1,
-        over_selection=2.0,
-        task={"heartbeat_seconds": INTERVAL},
-    )
+    job = sync_job(coordinator)
     fast, slow = coordinator.device(), coordinator.device()
     fast_task, slow_task = fast.check_in(FACTS), slow.check_in(FACTS)
     assert isinstance(fast_task, Task) and isinstance(slow_task, Task)
@@ -153,13 +158,7 @@ def test_a_device_cut_when_its_round_reached_the_target_learns_it_at_its_next_he
 def test_the_round_planner_counts_a_device_gone_silent_as_a_dropout_not_a_slow_device(
     coordinator,
 ):
-    job = coordinator.create_job(
-        coordinator.publish_plan(),
-        mode="sync",
-        target=1,
-        over_selection=2.0,
-        task={"heartbeat_seconds": INTERVAL},
-    )
+    job = sync_job(coordinator)
     working, vanished = coordinator.device(), coordinator.device()
     task = working.check_in(FACTS)
     assert isinstance(vanished.check_in(FACTS), Task)
@@ -242,13 +241,7 @@ def test_a_device_sends_heartbeats_while_it_trains_and_its_update_counts(coordin
 
 
 def test_a_device_stops_training_once_its_round_closes_and_uploads_nothing(coordinator):
-    job = coordinator.create_job(
-        coordinator.publish_plan(),
-        mode="sync",
-        target=1,
-        over_selection=2.0,
-        task={"heartbeat_seconds": INTERVAL},
-    )
+    job = sync_job(coordinator)
     fast = coordinator.device()
     fast_task = fast.check_in(FACTS)
     slow = CoordinatorClient(coordinator.url)
