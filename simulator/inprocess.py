@@ -63,7 +63,9 @@ class InProcessCoordinator:
 
     base_url = "http://coordinator.sim"
 
-    def __init__(self, workdir: Path, clock: ManualClock, **settings: Any) -> None:
+    def __init__(
+        self, workdir: Path, clock: ManualClock, *, inline_blocking: bool = True, **settings: Any
+    ) -> None:
         self.clock = clock
         self.db_path = workdir / "coordinator.db"
         self.settings = Settings(
@@ -72,7 +74,7 @@ class InProcessCoordinator:
             **settings,
         )
         self.app = create_app(
-            self.settings, clock=clock, background_sweep=False, inline_blocking=True
+            self.settings, clock=clock, background_sweep=False, inline_blocking=inline_blocking
         )
         self.transport: ASGIBridge | None = None
 

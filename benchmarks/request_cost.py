@@ -1,0 +1,105 @@
+"""What one device request costs the simulator's in-process coordinator: inline or threaded.
+
+The simulator drives the real FastAPI app through an ASGI bridge, one request at a time, so the
+app runs its blocking work inline (``create_app(..., inline_blocking=True)``); a server under
+uvicorn hands it to a threadpool instead. This measures both on the same app and database: an
+asynchronous job (C = 10) over ``--devices`` registered devices, ``--requests`` check-ins by
+devices drawn at random (a few get tasks, most get retry windows) with the clock advancing
+0.5 s each, then heartbeats on the leases handed out (most of them answer 409 once their
+lease has gone silent). Interleaved ``--repeats`` times, each on a fresh database; the median
+per request is printed with the ratio threaded / inline.
+
+Run: ``.venv/bin/python benchmarks/request_cost.py [--devices 10000] [--requests 3000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from device_sdk.client import CoordinatorClient
+from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
+from fedge.admin_client import AdminClient
+from fedge.clock import ManualClock
+from simulator.config import SimulationConfig
+from simulator.inprocess import ADMIN_TOKEN, InProcessCoordinator
+from simulator.run import ensure_plan
+
+
+def measure(inline: bool, args: argparse.Namespace, plan: Path) -> dict[str, float]:
+    """Milliseconds per check-in and per heartbeat on a fresh coordinator."""
+    with (
+        tempfile.TemporaryDirectory() as work,
+        InProcessCoordinator(
+            Path(work),
+            ManualClock(1_000_000.0),
+            inline_blocking=inline,
+            rate_limit_per_minute=1_000_000,
+            retry_max_seconds=86_400.0,
+        ) as coordinator,
+    ):
+        admin = AdminClient(coordinator.base_url, ADMIN_TOKEN, transport=coordinator.transport)
+        plan_id = int(admin.publish_plan(plan)["id"])
+        admin.create_job(SimulationConfig(devices=args.devices).job_config(plan_id))
+        tokens = coordinator.register_many(args.devices, runtime="bench", sdk_version="0")
+        client = CoordinatorClient(coordinator.base_url, transport=coordinator.transport)
+        facts = EligibilityFacts(num_examples=50)
+        rng = np.random.default_rng(0)
+        tasks: list[tuple[str, Task]] = []
+        started = time.perf_counter()
+        for _ in range(args.requests):
+            client.token = tokens[int(rng.integers(args.devices))]
+            coordinator.clock.advance(0.5)
+            answer = client.check_in(facts)
+            if isinstance(answer, Task):
+                tasks.append((client.token, answer))
+        check_in_ms = (time.perf_counter() - started) / args.requests * 1e3
+        beats = 0
+        started = time.perf_counter()
+        while beats < args.requests:
+            for token, task in tasks:
+                client.token = token
+                with contextlib.suppress(ProtocolError):  # 409: the device is told to stop
+                    client.heartbeat(task)
+                beats += 1
+        heartbeat_ms = (time.perf_counter() - started) / beats * 1e3
+        client.close()
+        admin.close()
+    return {"check_in_ms": check_in_ms, "heartbeat_ms": heartbeat_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    plan = ensure_plan(SimulationConfig())
+    runs: dict[str, list[dict[str, float]]] = {"inline": [], "threaded": []}
+    for _ in range(args.repeats):
+        for name in runs:
+            runs[name].append(measure(name == "inline", args, plan))
+    medians = {
+        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for name, results in runs.items()
+    }
+    print(f"{args.devices} devices, {args.requests} requests of each kind, {args.repeats} repeats")
+    print(f"{'ms / request':<14}{'inline':>10}{'threaded':>10}{'threaded/inline':>17}")
+    for key, label in (("check_in_ms", "check-in"), ("heartbeat_ms", "heartbeat")):
+        inline, threaded = medians["inline"][key], medians["threaded"][key]
+        print(f"{label:<14}{inline:>10.2f}{threaded:>10.2f}{threaded / inline:>17.2f}")
+    print(json.dumps({"args": vars(args), "medians": medians}))
+
+
+if __name__ == "__main__":
+    main()
