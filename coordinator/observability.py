@@ -8,9 +8,6 @@ in this process's registry.
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db.models import Job, Lease, Rejection, Update, Version
 from coordinator.db.session import transaction
+from fedge.logs import JsonFormatter as JsonFormatter  # serve's log config names it here
 
 STALENESS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
 
@@ -126,22 +124,3 @@ class DatabaseCollector(Collector):
             ):
                 aggregation.add_metric([str(job_id)], seconds)
             yield aggregation
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
-
-    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as JSON."""
-        payload: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        payload.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)

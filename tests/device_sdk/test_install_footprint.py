@@ -2,7 +2,8 @@
 
 The last test is the issue's acceptance check itself: ``pip install "fedge[device]"`` into a
 clean venv (non-editable, from a copy of the work tree, ``-c constraints.txt``; PyPI or a warm
-pip cache needed) gives a working ``fedge device run`` with none of those distributions.
+pip cache needed) gives a working ``fedge device run`` and ``fedge --help`` with none of those
+distributions, and ``fedge coordinator serve`` there says in one line to install the server extra.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ FORBIDDEN = {
     "pydantic",
 }
 SERVER_MODULES = ["tensorflow", "keras", "fastapi", "starlette", "uvicorn", "sqlalchemy"]
-SERVER_MODULES += ["alembic", "psycopg", "pydantic", "coordinator", "simulator", "models"]
+SERVER_MODULES += ["alembic", "psycopg", "pydantic"]
+# The rooms a device does not run: `fedge` may load their package and cli module, nothing more.
+OTHER_ROOMS = ["coordinator", "simulator", "models"]
 
 
 def requirement_name(requirement: str) -> str:
@@ -57,7 +60,7 @@ def test_fedge_device_run_loads_no_tensorflow_or_server_module(tmp_path):
         "import json, sys, fedge.cli\n"
         "fedge.cli.build_parser().parse_args(['device', 'run', '--server', 'http://x', "
         "'--data', 'd'])\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+        "print(json.dumps(sorted(sys.modules)))"
     )
 
     done = subprocess.run(
@@ -65,7 +68,9 @@ def test_fedge_device_run_loads_no_tensorflow_or_server_module(tmp_path):
     )
 
     loaded = set(json.loads(done.stdout))
-    assert loaded & set(SERVER_MODULES) == set()
+    assert {m.split(".")[0] for m in loaded} & set(SERVER_MODULES) == set()
+    rooms_loaded = {m for m in loaded if m.split(".")[0] in OTHER_ROOMS}
+    assert rooms_loaded <= {f"{room}{tail}" for room in OTHER_ROOMS for tail in ("", ".cli")}
 
 
 @pytest.mark.slow
@@ -109,6 +114,25 @@ def test_clean_install_of_the_device_extra_runs_the_agent_without_tensorflow(tmp
         cwd=tmp_path,
     )
     assert "--server" in usage.stdout
+    overview = subprocess.run(
+        [str(venv / "bin" / "fedge"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert {"device", "coordinator", "admin", "models", "simulate"} <= set(overview.stdout.split())
+    serve = subprocess.run(
+        [str(venv / "bin" / "fedge"), "coordinator", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert serve.returncode == 2
+    assert serve.stderr.strip().splitlines()[-1].endswith('pip install "fedge[server]"')
+    assert "Traceback" not in serve.stderr
     code = "import sys, device_sdk.agent; print(device_sdk.agent.__file__)"
     where = subprocess.run(
         [python, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=tmp_path

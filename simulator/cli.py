@@ -1,0 +1,143 @@
+"""``fedge simulate`` and ``fedge train``; the simulator and device SDK are imported lazily."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from device_sdk import LocalTrainingConfig, PlanRunner, evaluate, train_locally
+    from fedge.wire import decode_vector
+    from simulator import datasets
+
+    plan_path = Path(args.plan)
+    runner = PlanRunner.from_files(plan_path, num_threads=args.threads)
+    manifest = runner.manifest
+    weights = decode_vector(
+        (plan_path.parent / manifest.initial_weights_file).read_bytes(),
+        expected_length=manifest.num_params,
+    )
+    rng = np.random.default_rng(args.seed)
+    train, test = datasets.train_test_split(
+        datasets.load(args.dataset), test_size=args.test_size, rng=rng
+    )
+    hp = manifest.hparams
+    config = LocalTrainingConfig(
+        epochs=1,
+        batch_size=args.batch_size or hp.batch_size,
+        learning_rate=args.learning_rate if args.learning_rate is not None else hp.learning_rate,
+        momentum=args.momentum if args.momentum is not None else hp.momentum,
+    )
+    print(
+        f"training {manifest.name} on-device ({runner.runtime}) on {args.dataset}: "
+        f"{len(train)} train / {len(test)} test examples, {args.epochs} epochs, "
+        f"batch {config.batch_size}, lr {config.learning_rate}, momentum {config.momentum}"
+    )
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        result = train_locally(
+            runner, base_weights=weights, x=train.x, y=train.y, config=config, rng=rng
+        )
+        weights = weights + result.delta
+        runner.set_weights(weights)
+        ev = evaluate(runner, test.x, test.y)
+        seconds = result.metrics["seconds"]
+        history.append({"epoch": epoch, "test_accuracy": ev.accuracy, "seconds": seconds})
+        print(
+            f"epoch {epoch}: train loss {result.metrics['train_loss']:.4f}  "
+            f"test loss {ev.loss:.4f}  test accuracy {ev.accuracy:.4f}  ({seconds:.1f} s)"
+        )
+    print(f"test accuracy: {history[-1]['test_accuracy']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"plan": manifest.name, "history": history}))
+    return 0
+
+
+# Flags of `fedge simulate` and the config field each one sets.
+_SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "devices": ("devices", int, "registered devices (default 1,000)"),
+    "dropout": ("population.dropout", float, "chance a device drops mid-task (default 0.1)"),
+    "hours": ("hours", float, "virtual duration in hours (default 24)"),
+    "mode": ("mode", str, "async (FedBuff) or sync (FedAvg rounds)"),
+    "model": ("model", str, "zoo model to train (default mnist_mlp)"),
+    "dataset": ("dataset", str, "mnist, digits, synthetic_A_B, synthetic_iid"),
+    "partition": ("partition.scheme", str, "iid, dirichlet or shards"),
+    "alpha": ("partition.alpha", float, "Dirichlet alpha of the label skew"),
+    "sizes": ("partition.sizes", str, "equal or power_law example counts"),
+    "seed": ("seed", int, "seed of everything (same seed, same result)"),
+    "out": ("out", str, "report folder (default sim-out)"),
+    "backend": ("backend", str, "where training runs: local, process or ray"),
+    "workers": ("workers", int, "training processes (default: one per core)"),
+    "server": ("server", str, "a live coordinator URL instead of the in-process one"),
+    "admin_token": ("admin_token", str, "admin token of the live coordinator"),
+    "rounds": ("rounds", int, "stop after this many global versions"),
+    "cohort": ("cohort", int, "sync mode: reports that close a round"),
+    "target_accuracy": ("target_accuracy", float, "accuracy whose time-to is reported"),
+}
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from simulator import config as sim_config
+    from simulator.report import write
+    from simulator.run import simulate
+
+    overrides = dict(sim_config.parse_assignment(text) for text in args.set or [])
+    for flag, (field, _, _) in _SIMULATE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        config = sim_config.load(Path(args.config) if args.config else None, overrides)
+    except (ValidationError, ValueError) as exc:
+        print(f"fedge: error: invalid simulation config: {exc}", file=sys.stderr)
+        return 2
+    outcome = simulate(config)
+    figures = write(outcome, config.out, plots=not args.no_plots)
+    print(
+        f"{figures['devices']} devices, {figures['virtual_hours']:.2f} virtual hours in "
+        f"{figures['wall_seconds']:.1f} s: {figures['versions']} versions, "
+        f"{figures['updates_accepted']} updates accepted, final accuracy "
+        f"{figures['final_accuracy']:.4f} (worst 10% of devices "
+        f"{figures['worst10_accuracy']:.4f}); report in {config.out}"
+    )
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train`` and ``simulate`` to the ``fedge`` command's subcommands."""
+    train = commands.add_parser(
+        "train", help="train a plan centrally through the device runtime and report accuracy"
+    )
+    train.add_argument("--plan", required=True, help="path to NAME.tflite (manifest beside it)")
+    train.add_argument("--dataset", default="mnist")
+    train.add_argument("--epochs", type=int, default=6)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--momentum", type=float)
+    train.add_argument("--test-size", type=int, default=1000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    train.add_argument("--json", help="also write the history to this JSON file")
+    train.set_defaults(run=_train)
+
+    simulate = commands.add_parser(
+        "simulate", help="simulate a fleet of unreliable devices against the real coordinator"
+    )
+    simulate.add_argument("--config", help="TOML file shaped like simulator.config")
+    for flag, (_, kind, text) in _SIMULATE_FLAGS.items():
+        simulate.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=text)
+    simulate.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override any config field"
+    )
+    simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
+    simulate.set_defaults(run=_simulate)
