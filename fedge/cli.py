@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
     simulate.set_defaults(run=_simulate)
 
-    from device_sdk.agent import add_device_commands
+    from device_sdk.cli import add_commands as add_device_commands
 
     add_device_commands(commands)
     return parser
