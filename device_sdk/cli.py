@@ -1,12 +1,147 @@
-"""``fedge device run``: the on-device agent's subcommand, registered by ``fedge.cli``."""
+"""``fedge device run``: the device agent's command line and its logging."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from device_sdk.agent import DEFAULT_STATE_DIR, Agent, AgentConfig
+from device_sdk.eligibility import FakeProbe, LinuxProbe, Readings, TermuxProbe, detect_probe
+from fedge.errors import FedgeError
+from fedge.logs import JsonFormatter
+
+log = logging.getLogger("fedge.device")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``device run`` to the ``fedge`` command's subcommands."""
-    from device_sdk.agent import add_device_commands
+    device = commands.add_parser("device", help="the on-device agent")
+    device_commands = device.add_subparsers(dest="device_command", required=True)
+    agent = device_commands.add_parser(
+        "run", help="register once, then check in, train when eligible and upload, repeatedly"
+    )
+    agent.add_argument("--server", required=True, help="coordinator URL")
+    agent.add_argument(
+        "--data",
+        required=True,
+        help="example store: a SQLite file, a directory with examples.db, or of .npz shards",
+    )
+    agent.add_argument(
+        "--state-dir", default=DEFAULT_STATE_DIR, help=f"default {DEFAULT_STATE_DIR}"
+    )
+    agent.add_argument("--max-tasks", type=_positive(int), help="end after this many tasks")
+    agent.add_argument(
+        "--max-examples", type=_positive(int), help="train on at most the newest N examples"
+    )
+    agent.add_argument(
+        "--task-budget",
+        type=_positive(float),
+        default=900.0,
+        help="seconds a task may take (default 900)",
+    )
+    agent.add_argument(
+        "--probe",
+        choices=["auto", "linux", "termux", "none"],
+        default="auto",
+        help="how eligibility is read; none: a dedicated device, always eligible",
+    )
+    agent.add_argument("--metered", action="store_true", help="the connection is metered")
+    agent.add_argument("--allow-metered", action="store_true", help="train on a metered connection")
+    agent.add_argument("--seed", type=int, help="seed of jitter and shuffling")
+    agent.add_argument("--log-level", default="info")
+    agent.add_argument("--log-format", choices=["text", "json"], default="text")
+    agent.set_defaults(run=run_from_args)
 
-    add_device_commands(commands)
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """``fedge device run``: run the agent until it ends or SIGTERM/SIGINT stops it."""
+    _configure_logging(args.log_level, args.log_format)
+    probe: FakeProbe | LinuxProbe | TermuxProbe
+    if args.probe == "none":
+        probe = FakeProbe(Readings(charging=True, unmetered=not args.metered))
+    elif args.probe == "linux":
+        probe = LinuxProbe(metered=args.metered)
+    elif args.probe == "termux":
+        probe = TermuxProbe(metered=args.metered)
+    else:
+        probe = detect_probe(metered=args.metered)
+    # Each probe's own default policy (Termux's throttles cooler), metered or not.
+    probe.policy = replace(probe.policy, allow_metered=args.allow_metered)
+    agent = Agent(
+        AgentConfig(
+            server_url=args.server,
+            state_dir=Path(args.state_dir).expanduser(),
+            data=Path(args.data),
+            probe=probe,
+            task_budget_s=args.task_budget,
+            max_tasks=args.max_tasks,
+            max_examples=args.max_examples,
+            seed=args.seed,
+        )
+    )
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+
+    def stop(*_: object) -> None:
+        # From a thread: Event.set inside a handler could meet its own lock, held by wait().
+        threading.Thread(target=agent.stop).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in stop_signals}
+    try:
+        stats = agent.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info(
+        "%d tasks: %d uploads accepted, %d refused, %d aborted",
+        stats.tasks,
+        stats.uploads_accepted,
+        stats.uploads_refused,
+        stats.aborts,
+    )
+    return 0
+
+
+def _configure_logging(level: str, form: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if form == "json"
+        else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m device_sdk.cli device run …``, for a device without the ``fedge`` script."""
+    parser = argparse.ArgumentParser(prog="fedge")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (FedgeError, OSError) as exc:
+        print(f"fedge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,15 +1,25 @@
-"""A synchronous HTTP client for the coordinator's device protocol (httpx)."""
+"""A synchronous HTTP client for the coordinator's device protocol (httpx).
+
+:class:`CoordinatorClient` raises :class:`~device_sdk.protocol.ProtocolError` for a refusal and
+``httpx.TransportError`` for a lost connection; :func:`attempt` is the one place both become the
+session's :class:`~device_sdk.session.Failure`, for every performer (runner, durable runner,
+simulator).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task, UploadReceipt
+from device_sdk.session import Failure
 from fedge.wire import MEDIA_TYPE
+
+T = TypeVar("T")
 
 
 class CoordinatorClient:
@@ -122,3 +132,22 @@ def refusal(response: httpx.Response) -> ProtocolError:
         message,
         float(retry_after) if retry_after and retry_after.isdigit() else None,
     )
+
+
+def attempt(request: Callable[[], T]) -> T | Failure:
+    """Make one request; a refusal or a lost connection comes back as the session's Failure.
+
+    ``status`` is the HTTP status of a refusal (with the server's reason, message and
+    ``Retry-After``) and 0 for a transport error (reason ``"transport"``).
+    """
+    try:
+        return request()
+    except ProtocolError as refused:
+        return failure_of(refused)
+    except httpx.TransportError as lost:
+        return Failure(0, "transport", str(lost))
+
+
+def failure_of(refused: ProtocolError) -> Failure:
+    """The session's view of a refused request."""
+    return Failure(refused.status, refused.reason, refused.message, refused.retry_after)

@@ -363,3 +363,25 @@ def _read_shard(path: Path) -> tuple[FloatArray, LabelArray] | None:
         return None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as broken:
         raise ExampleStoreError(f"shard {path} cannot be read: {broken}") from broken
+
+
+def open_examples(
+    path: str | os.PathLike[str], *, now: Callable[[], float], max_examples: int | None = None
+) -> ExampleSource:
+    """The example store at ``path``, readers' view: retention selects, never deletes.
+
+    ``path`` is a SQLite :class:`ExampleStore` file, a directory holding one as
+    ``examples.db``, or a directory of :class:`NpzShardStore` shards (an empty directory too:
+    the host app has not written yet).
+    """
+    where = Path(path).expanduser()
+    retention = Retention(max_count=max_examples)
+    if where.is_file():
+        return ExampleStore(where, now=now, retention=retention)
+    if (where / "examples.db").is_file():
+        return ExampleStore(where / "examples.db", now=now, retention=retention)
+    if where.is_dir():
+        return NpzShardStore(where, now=now, retention=retention)
+    raise ExampleStoreError(
+        f"{where} is neither an example store file nor a directory of example shards"
+    )

@@ -1,40 +1,35 @@
 """Perform a device session's actions for real: HTTP to the coordinator, LiteRT, sleeping.
 
-Besides :class:`LocalRunner`, two pieces the agent builds on: :class:`BlobDownloader`, which
-streams a plan or weights to a partial file and resumes it with an HTTP ``Range`` request after
-a dropped connection, and :func:`describe_plan`, which reads a plan's manifest off its own
-signatures when no manifest came with it.
+Besides :class:`LocalRunner`, :func:`train_task` (the one way a device trains a task, shared
+with the durable runner and the simulator's workers) and :func:`describe_plan`, which reads a
+plan's manifest off its own signatures when no manifest came with it. Requests go through
+:func:`device_sdk.client.attempt`; heartbeats follow :class:`device_sdk.session.Heartbeats`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import os
-import re
 import time
 from collections.abc import Callable, Generator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 
-from device_sdk.client import CoordinatorClient, refusal
+from device_sdk.client import CoordinatorClient, attempt
 from device_sdk.errors import DeviceError, TrainingError
 from device_sdk.plan_runner import PlanRunner
-from device_sdk.protocol import ProtocolError, Task
+from device_sdk.protocol import Task
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import (
     LEASE_CLOSED,
-    LEASE_GONE,
     Abort,
     Action,
     CheckIn,
     Download,
     Failure,
+    Heartbeats,
     Interrupted,
     Sleep,
     Train,
@@ -116,30 +111,28 @@ class LocalRunner:
             return None
         if isinstance(action, Train):
             return self._train(action)
-        try:
-            if isinstance(action, CheckIn):
-                answer = self.client.check_in(action.facts)
+        if isinstance(action, CheckIn):
+            answer = attempt(lambda: self.client.check_in(action.facts))
+            if not isinstance(answer, Failure):
                 self._task_at = self.monotonic()
-                return answer
-            if isinstance(action, Download):
-                data = self.client.download(action.url)
-                if hashlib.sha256(data).hexdigest() != action.sha256:
-                    return Failure(0, "corrupt_download", f"{action.what} failed its sha256 check")
-                return data
-            if isinstance(action, Upload):
-                return self.client.upload(
+            return answer
+        if isinstance(action, Download):
+            data = attempt(lambda: self.client.download(action.url))
+            if isinstance(data, bytes) and hashlib.sha256(data).hexdigest() != action.sha256:
+                return Failure(0, "corrupt_download", f"{action.what} failed its sha256 check")
+            return data
+        if isinstance(action, Upload):
+            return attempt(
+                lambda: self.client.upload(
                     action.task,
                     action.update,
                     num_examples=action.num_examples,
                     metrics=action.metrics,
                 )
-            if isinstance(action, Abort):
-                self.client.abort(action.task, action.reason)
-                return None
-        except ProtocolError as refused:
-            return failure_of(refused)
-        except httpx.TransportError as lost:
-            return Failure(0, "transport", str(lost))
+            )
+        if isinstance(action, Abort):
+            aborted = attempt(lambda: self.client.abort(action.task, action.reason))
+            return aborted if isinstance(aborted, Failure) else None
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
     def _train(self, action: Train) -> Any:
@@ -164,28 +157,21 @@ class LocalRunner:
     def _heartbeats(self, task: Task, *, since: float) -> Callable[[], str | None]:
         """The between-steps check: ``interruption()``, plus the lease's heartbeats if asked.
 
-        The first is due one interval after the task was handed out (``since``): the lease's
-        grace covers the downloads, and a short training may need none at all.
+        When a beat is due and what its answer means is the session's
+        :class:`~device_sdk.session.Heartbeats`; ``since`` is when the task was handed out.
         """
-        interval = task.heartbeat_seconds
-        if interval is None:
+        beats = Heartbeats.for_task(task, handed_out=since)
+        if beats.interval is None:
             return self.interruption
-        due = since + interval
 
         def watch() -> str | None:
-            nonlocal due
             if (reason := self.interruption()) is not None:
                 return reason
-            if (now := self.monotonic()) < due:
+            if not beats.is_due(now := self.monotonic()):
                 return None
-            due = now + interval
-            try:
-                self.client.heartbeat(task)
-            except ProtocolError as refused:
-                if refused.status in LEASE_GONE:
-                    return LEASE_CLOSED
-            except httpx.TransportError:
-                pass  # keep training: the lease survives missed beats, the upload will tell
+            beats.sent(now)
+            if not Heartbeats.lease_alive(attempt(lambda: self.client.heartbeat(task))):
+                return LEASE_CLOSED
             return None
 
         return watch
@@ -252,11 +238,6 @@ def train_task(
         return Failure(0, "bad_plan", str(broken))
 
 
-def failure_of(refused: ProtocolError) -> Failure:
-    """The session's view of a refused request."""
-    return Failure(refused.status, refused.reason, refused.message, refused.retry_after)
-
-
 def describe_plan(plan: bytes) -> PlanManifest:
     """A manifest read off a plan's own signatures: input shape, classes, weight count.
 
@@ -296,91 +277,3 @@ def describe_plan(plan: bytes) -> PlanManifest:
         initial_weights_sha256="",
         created_by="described on the device from the plan's signatures",
     )
-
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-class BlobDownloader:
-    """Download a plan or weights into ``directory/<sha256>.part``, resuming after a drop.
-
-    A retry asks for the rest with ``Range: bytes=N-`` and ``If-Range: "<sha256>"`` (the
-    coordinator's ETag is the blob's sha256). A ``206`` whose ``Content-Range`` starts at N is
-    appended; a ``200`` is the whole blob again (a server without range support, or a changed
-    blob) and replaces the partial file. Bytes stream to disk in chunks, so a blob is held in
-    memory once, at the end, when its sha256 is checked; one larger than ``max_bytes`` is
-    refused as it arrives.
-    """
-
-    def __init__(
-        self,
-        http: httpx.Client,
-        directory: str | os.PathLike[str],
-        *,
-        token: Callable[[], str | None],
-        max_bytes: int = 256 * 2**20,
-        chunk_bytes: int = 64 * 2**10,
-    ) -> None:
-        self.http = http
-        self.directory = Path(directory)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.token = token
-        self.max_bytes = max_bytes
-        self.chunk_bytes = chunk_bytes
-
-    def fetch(self, url: str, sha256: str) -> bytes | Failure:
-        """The verified bytes, or a Failure (a refusal of our own making is a 400).
-
-        Raises :class:`ProtocolError` for a 4xx/5xx answer and ``httpx.TransportError`` for a
-        lost connection, as the client does; what arrived before the loss stays on disk.
-        """
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):  # it names a file: never a path
-            return Failure(400, "bad_task", f"{sha256[:80]!r} is not a sha256")
-        part = self.directory / f"{sha256}.part"
-        offset = part.stat().st_size if part.exists() else 0
-        if offset and hashlib.sha256(part.read_bytes()).hexdigest() == sha256:
-            return self._take(part, sha256, url)  # the last attempt died after its final byte
-        headers = {} if self.token() is None else {"Authorization": f"Bearer {self.token()}"}
-        if offset:
-            headers |= {"Range": f"bytes={offset}-", "If-Range": f'"{sha256}"'}
-        with self.http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 416:  # the partial file is no prefix of this blob
-                part.unlink(missing_ok=True)
-                return Failure(0, "corrupt_download", "the server refused the range asked for")
-            if response.status_code >= 400:
-                response.read()
-                raise refusal(response)
-            if response.status_code == 206:
-                start = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-                if start is None or int(start.group(1)) != offset:
-                    part.unlink(missing_ok=True)
-                    return Failure(0, "corrupt_download", "a range that does not continue ours")
-            else:
-                offset = 0  # the whole blob again
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            with open(fd, "r+b") as out:
-                out.truncate(offset)
-                out.seek(offset)
-                for chunk in response.iter_bytes(self.chunk_bytes):
-                    offset += len(chunk)
-                    if offset > self.max_bytes:
-                        break
-                    out.write(chunk)
-        if offset > self.max_bytes:
-            part.unlink(missing_ok=True)
-            return Failure(400, "too_large", f"{url} is over {self.max_bytes:,} bytes")
-        return self._take(part, sha256, url)
-
-    def clear(self) -> None:
-        """Drop every partial download (their task is over)."""
-        for leftover in self.directory.glob("*.part"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-
-    @staticmethod
-    def _take(part: Path, sha256: str, url: str) -> bytes | Failure:
-        data = part.read_bytes()
-        part.unlink(missing_ok=True)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return Failure(0, "corrupt_download", f"{url} failed its sha256 check")
-        return data

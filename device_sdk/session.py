@@ -13,10 +13,16 @@ generator, so every retry decision lives here, where it can be tested step by st
 - a refused upload (409 stale, expired lease, 400 invalid) is not retried;
 - losing eligibility mid-training aborts the task and reports the abort;
 - a lease the server closed mid-training (a refused heartbeat) ends the task quietly.
+
+Heartbeats are sent by the performer between training steps, where the session cannot see;
+:class:`Heartbeats` is the policy they ask: when the next beat is due (one interval after the
+task was handed out, then one interval after each beat) and what an answer means (403, 404 or
+409: the lease is gone, stop; anything else, a lost request included: carry on).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -116,6 +122,43 @@ class Interrupted:
 LEASE_CLOSED = "lease_closed"
 # Heartbeat answers that mean the lease is gone (closed, unknown, not this device's): stop.
 LEASE_GONE = frozenset({403, 404, 409})
+
+
+@dataclass
+class Heartbeats:
+    """A task's heartbeat policy: when the next beat is due, and whether its answer stops it.
+
+    The first beat is due one interval after the task was handed out: the lease's grace covers
+    the downloads, and a short training may need none at all. Each beat makes the next due one
+    interval after it. A task that asks for none (``heartbeat_seconds`` None) is never due.
+    """
+
+    interval: float | None
+    due: float = math.inf
+
+    @classmethod
+    def for_task(cls, task: Task, *, handed_out: float) -> Heartbeats:
+        """The policy of ``task``, handed out at ``handed_out`` (the performer's clock)."""
+        interval = task.heartbeat_seconds
+        return cls(interval, math.inf if interval is None else handed_out + interval)
+
+    def is_due(self, now: float) -> bool:
+        """Whether a heartbeat should be sent at ``now``."""
+        return now >= self.due
+
+    def sent(self, now: float) -> None:
+        """A heartbeat goes out at ``now``: the next is due one interval later."""
+        if self.interval is not None:
+            self.due = now + self.interval
+
+    @staticmethod
+    def lease_alive(answer: object) -> bool:
+        """Whether training may go on after a heartbeat answered ``answer``.
+
+        Only a refusal that means the lease is gone (:data:`LEASE_GONE`) stops it; a lost
+        request does not: the lease survives missed beats, and the upload will tell.
+        """
+        return not (isinstance(answer, Failure) and answer.status in LEASE_GONE)
 
 
 # --- the session ----------------------------------------------------------------------------

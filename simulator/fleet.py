@@ -15,10 +15,12 @@ the fleet performs the actions it yields:
 Dropout is data: each task draws a :class:`~simulator.population.Fate` when it starts, and a
 device that drops simply stops — no abort, no upload — and its lease expires on the server.
 Losing the eligibility window mid-training is different: the session sees ``Interrupted`` and
-reports the abort, as a real device does. A task that asks for heartbeats gets one every
-``heartbeat_seconds`` from its hand-out, sent between training steps as the runner does, at
-those virtual moments; a refused one (the round reached its target, the lease expired) stops
-the training there.
+reports the abort, as a real device does. A task that asks for heartbeats gets them when the
+session's :class:`~device_sdk.session.Heartbeats` policy says they are due — the policy the
+device runner follows — sent at those virtual moments; a refused one (the round reached its
+target, the lease expired) stops the training there. Every request goes through
+:func:`device_sdk.client.attempt`, which maps refusals and lost connections to the session's
+``Failure`` as it does on a device.
 """
 
 from __future__ import annotations
@@ -31,21 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task, UploadReceipt
-from device_sdk.runner import failure_of
+from device_sdk.client import CoordinatorClient, attempt
+from device_sdk.protocol import EligibilityFacts, RetryWindow, Task, UploadReceipt
 from device_sdk.session import (
     LEASE_CLOSED,
-    LEASE_GONE,
     Abort,
     Action,
     Backoff,
     CheckIn,
     Download,
     Failure,
+    Heartbeats,
     Interrupted,
     Sleep,
     Train,
@@ -73,6 +73,7 @@ class Busy:
     fate: Fate | None = None
     step: int = 0  # actions performed: an event scheduled for an earlier one is void
     task_at: float = 0.0  # when the task was handed out: its heartbeats count from there
+    beats: Heartbeats | None = None  # the task's heartbeat policy, from its training on
 
 
 @dataclass
@@ -289,14 +290,12 @@ class Fleet:
         if not self.population.available(device, now):
             closes = now
         fate = busy.fate
-        interval = task.heartbeat_seconds
-        beat_at = math.inf if interval is None else busy.task_at + interval
-        if interval is not None and beat_at <= now:  # the downloads took an interval or more
-            if not self._heartbeat(busy):
-                rtt = float(self.population.rtt_s[device])
-                self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
-                return
-            beat_at = now + interval
+        beats = busy.beats = Heartbeats.for_task(task, handed_out=busy.task_at)
+        # Due already if the downloads took an interval or more.
+        if beats.is_due(now) and not self._heartbeat(busy, beats):
+            rtt = float(self.population.rtt_s[device])
+            self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
+            return
         if fate is not None and fate.drop_phase == "training":
             working = fate.drop_fraction * seconds
             self._later(busy, working, DROP, "training")
@@ -311,28 +310,30 @@ class Fleet:
                 TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
             )
             self._later(busy, seconds, TRAINED, handle)
-        if beat_at < now + working:
-            self._later(busy, beat_at - now, BEAT, now + working)
+        if beats.due < now + working:
+            self._later(busy, beats.due - now, BEAT, now + working)
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
-        if not self._heartbeat(busy):
+        beats = busy.beats
+        assert beats is not None and beats.interval is not None
+        if not self._heartbeat(busy, beats):
             self._advance(busy, Interrupted(LEASE_CLOSED))
             return
-        interval = busy.task.heartbeat_seconds if busy.task is not None else None
-        if interval is not None and self.now() + interval < working_until:
-            self._later(busy, interval, BEAT, working_until)  # same step: training stays due
+        if beats.due < working_until:  # same step: training stays due
+            self._later(busy, beats.interval, BEAT, working_until)
 
-    def _heartbeat(self, busy: Busy) -> bool:
-        """Send one heartbeat for the task at hand; False if the lease is closed."""
+    def _heartbeat(self, busy: Busy, beats: Heartbeats) -> bool:
+        """Send one heartbeat for the task at hand, as ``beats`` has it; False: lease closed."""
         task = busy.task
         assert task is not None
         self.stats.heartbeats += 1
+        beats.sent(self.now())
         answer = self._call(busy.device, lambda: self.client.heartbeat(task))
-        if isinstance(answer, Failure) and answer.status in LEASE_GONE:
+        if not Heartbeats.lease_alive(answer):
             self.stats.cut += 1
             return False
-        return True  # alive, or a lost request: the lease survives a missed beat
+        return True
 
     def _arrive(self, busy: Busy, upload: Upload) -> None:
         device = busy.device
@@ -379,18 +380,15 @@ class Fleet:
         """Make one request as ``device``; refusals and lost connections become Failures."""
         token = self.population.token[device]
         if not token:
-            try:
-                self.client.token = None
-                _, fresh = self.client.register(runtime=RUNTIME, sdk_version=SDK_VERSION)
-            except (ProtocolError, httpx.TransportError) as lost:
-                return Failure(0, "transport", f"registration failed: {lost}")
-            self.population.token[device] = token = fresh.encode()
+            self.client.token = None
+            registered = attempt(
+                lambda: self.client.register(runtime=RUNTIME, sdk_version=SDK_VERSION)
+            )
+            if isinstance(registered, Failure):
+                return Failure(0, "transport", f"registration failed: {registered.message}")
+            self.population.token[device] = token = registered[1].encode()
         self.client.token = token.decode()
-        try:
-            return request()
-        except ProtocolError as refused:
-            self.stats.failures[refused.reason] += 1
-            return failure_of(refused)
-        except httpx.TransportError as lost:
-            self.stats.failures["transport"] += 1
-            return Failure(0, "transport", str(lost))
+        answer = attempt(request)
+        if isinstance(answer, Failure):
+            self.stats.failures[answer.reason] += 1
+        return answer

@@ -13,11 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
-from device_sdk.agent import Agent, AgentConfig, add_device_commands, open_examples, run
+from device_sdk.agent import Agent, AgentConfig, run
+from device_sdk.cli import add_commands
+from device_sdk.downloads import BlobDownloader
 from device_sdk.eligibility import FakeProbe, Readings
-from device_sdk.example_store import ExampleStore, ExampleStoreError, NpzShardStore
+from device_sdk.example_store import (
+    ExampleStore,
+    ExampleStoreError,
+    NpzShardStore,
+    open_examples,
+)
 from device_sdk.protocol import HyperParameters, Task
-from device_sdk.runner import BlobDownloader, describe_plan
+from device_sdk.runner import describe_plan
 from device_sdk.session import Failure
 from device_sdk.state import AgentState, StateStore
 from fedge.clock import ManualClock
@@ -391,7 +398,7 @@ def test_the_examples_path_opens_the_store_it_holds(tmp_path, clock):
 
 def test_device_run_parses_into_a_runnable_command():
     parser = argparse.ArgumentParser()
-    add_device_commands(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
 
     args = parser.parse_args(["device", "run", "--server", SERVER, "--data", "/d"])
 

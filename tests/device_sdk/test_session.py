@@ -1,5 +1,7 @@
 """The device session's protocol logic, driven step by step without any I/O."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from device_sdk.session import (
     CheckIn,
     Download,
     Failure,
+    Heartbeats,
     Interrupted,
     Sleep,
     Train,
@@ -184,3 +187,43 @@ def test_the_session_ends_after_max_tasks_and_returns_its_stats():
     stats = done.value.value
     assert (stats.tasks, stats.uploads_accepted, stats.check_ins) == (1, 1, 1)
     assert stats.receipts == [RECEIPT]
+
+
+# --- the heartbeat policy performers ask ------------------------------------------------------
+
+
+def test_a_task_that_asks_for_no_heartbeats_is_never_due():
+    beats = Heartbeats.for_task(TASK, handed_out=100.0)
+
+    assert beats.interval is None
+    assert not beats.is_due(1e12)
+
+
+def test_the_first_heartbeat_is_due_one_interval_after_the_task_was_handed_out():
+    beats = Heartbeats.for_task(replace(TASK, heartbeat_seconds=30.0), handed_out=100.0)
+
+    assert not beats.is_due(129.9)
+    assert beats.is_due(130.0)
+
+
+def test_each_heartbeat_makes_the_next_due_one_interval_after_it():
+    beats = Heartbeats.for_task(replace(TASK, heartbeat_seconds=30.0), handed_out=100.0)
+
+    beats.sent(145.0)
+
+    assert beats.due == 175.0
+    assert not beats.is_due(174.0)
+    assert beats.is_due(175.0)
+
+
+@pytest.mark.parametrize("status", [403, 404, 409])
+def test_a_heartbeat_refused_because_the_lease_is_gone_stops_the_training(status):
+    assert not Heartbeats.lease_alive(Failure(status, "lease_closed"))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [2000.0, Failure(0, "transport"), Failure(500, "internal"), Failure(429, "busy", "", 5.0)],
+)
+def test_an_acknowledged_or_lost_heartbeat_lets_the_training_go_on(answer):
+    assert Heartbeats.lease_alive(answer)

@@ -144,7 +144,7 @@ def test_eligibility_lost_mid_training_is_reported_and_the_slot_frees(coordinato
 
 def start_agent(url: str, tmp_path: Path, *, max_tasks: int) -> subprocess.Popen[bytes]:
     command = [
-        *(sys.executable, "-m", "device_sdk.agent", "device", "run"),
+        *(sys.executable, "-m", "device_sdk.cli", "device", "run"),
         *("--server", url, "--data", str(tmp_path / "examples")),
         *("--state-dir", str(tmp_path / "state"), "--max-tasks", str(max_tasks)),
         *("--probe", "none", "--seed", "0"),
