@@ -1,7 +1,8 @@
 """Uploads: check an update, accept it exactly once per lease, and move the model when due.
 
 Order of checks: the lease (exists, is the caller's, still active, before its deadline), the
-base version, then the payload (decodes, right length, finite, norm bound), then staleness.
+base version, then the payload (decodes, right length, finite, norm bound), then, under the
+job's lock, the job (not stopped or finished), staleness, and that the step it feeds stays finite.
 Nothing reaches the model before every check passed, inside one transaction with the version
 step, so an upload is either wholly accepted or not at all.
 """
@@ -29,7 +30,7 @@ from coordinator.errors import (
     WrongBaseVersion,
 )
 from coordinator.services import rounds, versions
-from coordinator.services.jobs import get_job, job_config
+from coordinator.services.jobs import get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
 from fedge.errors import WireFormatError
@@ -83,6 +84,7 @@ def upload(
     if _completed(lease):  # re-read under the lock: a concurrent retry of this upload won
         return _replay(session, job, lease, digest)
     _check_lease(lease, base_version=base_version, now=now)
+    refuse_if_ended(job, lease.id)  # a lease issued while the job was being stopped
     staleness = job.current_version - lease.base_version
     if job.mode == JobMode.ASYNC and staleness > config.aggregation.max_staleness:
         raise StaleUpdate(
@@ -92,6 +94,7 @@ def upload(
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
+    versions.refuse_if_not_finite(session, job, delta)
 
     session.add(
         Update(
