@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.aggregation import clip_by_norm
 from coordinator.api.schemas import UploadReceipt
 from coordinator.blobs import put_blob
-from coordinator.db.models import Device, Job, JobMode, Lease, LeaseStatus, Rejection, Round, Update
+from coordinator.db.models import (
+    Device,
+    Job,
+    JobMode,
+    JobStatus,
+    Lease,
+    LeaseStatus,
+    Rejection,
+    Round,
+    Update,
+)
 from coordinator.db.session import transaction
 from coordinator.errors import (
     BadRequest,
@@ -30,7 +40,7 @@ from coordinator.errors import (
     WrongBaseVersion,
 )
 from coordinator.services import rounds, versions
-from coordinator.services.jobs import get_job, job_config, refuse_if_ended
+from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
 from fedge.errors import WireFormatError
@@ -134,7 +144,9 @@ def record_rejection(
     lease_id: str,
     now: float,
 ) -> None:
-    """Count a refused upload in its own transaction; a too-stale one also closes its lease.
+    """Count a refused upload in its own transaction; one that cannot succeed closes its lease.
+
+    Too stale, overdue, or on a job stopped after the lease was issued: retrying cannot help.
 
     Called after the upload's transaction rolled back, so the refusal is durable while nothing
     of the refused update is.
@@ -156,6 +168,10 @@ def record_rejection(
                 lease.close(LeaseStatus.REJECTED, error.reason, now)
             elif isinstance(error, LeaseClosed) and (dead := lease.overdue(now)) is not None:
                 lease.close(LeaseStatus.EXPIRED, dead, now)
+            elif isinstance(error, LeaseClosed):
+                job = session.get_one(Job, lease.job_id)
+                if job.status == JobStatus.STOPPED:  # issued while the job was being stopped
+                    lease.close(LeaseStatus.REJECTED, end_reason(job), now)
 
 
 def _completed(lease: Lease) -> bool:

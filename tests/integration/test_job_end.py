@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from coordinator.api.app import create_app
+from coordinator.db.models import Lease, LeaseStatus
+from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import ProtocolError, Task
@@ -60,6 +62,28 @@ def test_heartbeat_after_stop_tells_the_device_to_stop_working(coordinator):
     assert refused.value.status == 409
     assert refused.value.reason == "lease_closed"
     assert "job stopped" in refused.value.message
+
+
+def test_a_lease_issued_while_the_job_was_stopping_is_refused_and_closed(coordinator):
+    job, device, task = one_task(coordinator, buffer_size=1)
+    stop(coordinator.url, job["id"])
+    engine = make_engine(coordinator.db_url)
+    sessions = make_session_factory(engine)
+    with transaction(sessions) as session:  # as if a check-in committed just after the stop
+        lease = session.get_one(Lease, task.lease_id)
+        lease.status, lease.close_reason, lease.closed_at = LeaseStatus.ACTIVE, None, None
+
+    with pytest.raises(ProtocolError) as refused:
+        device.upload(task, small_delta(), num_examples=10)
+    with transaction(sessions) as session:
+        closed = session.get_one(Lease, task.lease_id)
+        status, reason = closed.status, closed.close_reason
+    engine.dispose()
+
+    assert (refused.value.status, refused.value.reason) == (409, "lease_closed")
+    assert "job stopped" in refused.value.message
+    assert (status, reason) == (LeaseStatus.REJECTED, "job stopped")
+    assert [v["number"] for v in coordinator.versions(job["id"])] == [0]
 
 
 def test_a_sync_jobs_report_after_stop_is_refused(coordinator):
