@@ -148,7 +148,11 @@ def end_job(session: Session, job: Job, *, now: float) -> None:
     for lease in leases:
         lease.close(LeaseStatus.REJECTED, reason, now)
     open_round = session.scalar(
-        select(Round).where(Round.job_id == job.id, Round.status == RoundStatus.OPEN)
+        select(Round).where(
+            Round.job_id == job.id,
+            Round.status == RoundStatus.OPEN,
+            Round.closed_at.is_(None),  # not the round whose close made the final version
+        )
     )
     if open_round is not None:  # its reports never enter a version: the model is final
         open_round.status, open_round.closed_at = RoundStatus.FAILED, now

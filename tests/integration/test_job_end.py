@@ -198,3 +198,21 @@ def test_a_server_killed_after_stop_still_refuses_the_upload_when_restarted(
     assert (refused.value.status, refused.value.reason) == (409, "lease_closed")
     assert "job stopped" in refused.value.message
     assert [v["number"] for v in versions] == [0]
+
+
+def test_a_sync_job_finished_by_its_last_round_refuses_the_cut_devices_report(coordinator):
+    job = coordinator.create_job(
+        coordinator.publish_plan(), mode="sync", target=1, over_selection=2.0, max_versions=1
+    )
+    first, cut = coordinator.device(), coordinator.device()
+    first_task, cut_task = first.check_in(FACTS), cut.check_in(FACTS)
+    assert isinstance(first_task, Task) and isinstance(cut_task, Task)
+    first.upload(first_task, small_delta(), num_examples=10)  # round 1 → version 1: finished
+
+    with pytest.raises(ProtocolError) as refused:
+        cut.upload(cut_task, small_delta(0.02), num_examples=10)
+
+    assert (refused.value.status, refused.value.reason) == (409, "lease_closed")
+    assert "job finished" in refused.value.message
+    assert coordinator.job(job["id"])["status"] == "stopped"
+    assert [v["number"] for v in coordinator.versions(job["id"])] == [0, 1]
