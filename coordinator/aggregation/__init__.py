@@ -5,7 +5,7 @@ states they return (plain arrays and scalars).
 """
 
 from coordinator.aggregation.accumulator import AccumulatorState, WeightedSum
-from coordinator.aggregation.errors import AggregationError, StaleUpdateError
+from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
 from coordinator.aggregation.rounds import (
     BufferMeasurements,
     BufferState,
@@ -44,6 +44,7 @@ __all__ = [
     "FedBuffBuffer",
     "FedYogi",
     "Hinge",
+    "NonFiniteError",
     "NormMoments",
     "OptimizerState",
     "Polynomial",

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.aggregation.errors import AggregationError
+from coordinator.aggregation.errors import AggregationError, NonFiniteError
 
 FloatArray = npt.NDArray[np.float32]
 SumArray = npt.NDArray[np.float64]
@@ -82,10 +82,17 @@ class WeightedSum:
         return AccumulatorState(total=total, weight=0.0, count=0)
 
     def add(self, state: AccumulatorState, delta: FloatArray, *, weight: float) -> AccumulatorState:
-        """Fold in ``weight × delta``; ``delta`` must be finite float32 of the model's length."""
+        """Fold in ``weight × delta``; ``delta`` must be finite float32 of the model's length.
+
+        A sum that would overflow raises :class:`NonFiniteError` and the state is unchanged.
+        """
         check_vector(delta, num_params=state.num_params)
         check_weight(weight)
-        total = read_only(state.total + np.multiply(delta, weight, dtype=np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            total = state.total + np.multiply(delta, weight, dtype=np.float64)
+        if not np.isfinite(total).all():
+            raise NonFiniteError("the weighted sum overflowed; the update is not added")
+        total = read_only(total)
         return AccumulatorState(
             total=total, weight=state.weight + float(weight), count=state.count + 1
         )
@@ -94,4 +101,8 @@ class WeightedSum:
         """Σ wᵢΔᵢ / Σ wᵢ as float32; an empty sum has no mean and raises."""
         if state.count == 0:
             raise AggregationError("no updates were added, so there is no mean to take")
-        return (state.total / state.weight).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            mean = (state.total / state.weight).astype(np.float32)
+        if not np.isfinite(mean).all():
+            raise NonFiniteError("the weighted mean overflows float32")
+        return mean

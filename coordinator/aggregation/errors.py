@@ -2,7 +2,8 @@
 
 FedgeError (fedge.errors)
 └── AggregationError (also a ValueError)   an update or a state that cannot be aggregated
-    └── StaleUpdateError                   an update based on a version older than allowed
+    ├── StaleUpdateError                   an update based on a version older than allowed
+    └── NonFiniteError                     a sum, model or optimizer state that overflowed
 
 Bad *configuration* (a negative learning rate, an unknown optimizer name) raises a plain
 ``ValueError`` when the object is built: that is a deployment mistake, not a device's.
@@ -24,3 +25,7 @@ class StaleUpdateError(AggregationError):
         )
         self.staleness = staleness
         self.max_staleness = max_staleness
+
+
+class NonFiniteError(AggregationError):
+    """Finite inputs whose sum, mean or server step overflowed to Inf (or NaN): nothing is kept."""

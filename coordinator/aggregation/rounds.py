@@ -20,7 +20,7 @@ from coordinator.aggregation.accumulator import (
     WeightedSum,
     check_vector,
 )
-from coordinator.aggregation.errors import AggregationError, StaleUpdateError
+from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
 from coordinator.aggregation.server_optimizers import OptimizerState, ServerOptimizer, ServerSGD
 from coordinator.aggregation.staleness import Polynomial, StalenessFunction
 
@@ -223,7 +223,10 @@ class FedBuffBuffer:
         """
         if state.count == 0:
             raise AggregationError("the buffer is empty; there is nothing to flush")
-        delta = (state.sum.total / state.num_examples).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            delta = (state.sum.total / state.num_examples).astype(np.float32)
+        if not np.isfinite(delta).all():
+            raise NonFiniteError("the buffered mean delta overflows float32; the model is kept")
         new_weights, new_optimizer_state = self.server_optimizer.apply(
             weights, delta, optimizer_state
         )

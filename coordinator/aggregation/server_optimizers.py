@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.aggregation.accumulator import FloatArray, check_vector, read_only
-from coordinator.aggregation.errors import AggregationError
+from coordinator.aggregation.errors import AggregationError, NonFiniteError
 
 _F64 = npt.NDArray[np.float64]
 
@@ -95,12 +95,21 @@ def _inputs(
 def _result(
     new_weights: _F64, state: OptimizerState, **slots: _F64
 ) -> tuple[FloatArray, OptimizerState]:
-    """Round to float32, refuse a non-finite result, and count the step."""
-    with np.errstate(over="ignore"):  # an overflow to Inf is caught just below
+    """Round to float32, refuse a non-finite result (weights or slots), and count the step.
+
+    A slot that overflowed (Adam's Δ² for a huge Δ) would poison every later step, so it is
+    refused as the weights are.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
         weights = new_weights.astype(np.float32)
+        arrays = {name: read_only(value.astype(np.float32)) for name, value in slots.items()}
     if not np.isfinite(weights).all():
-        raise AggregationError("the server step produced non-finite weights; the model is kept")
-    arrays = {name: read_only(value.astype(np.float32)) for name, value in slots.items()}
+        raise NonFiniteError("the server step produced non-finite weights; the model is kept")
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise NonFiniteError(
+                f"the server step overflowed its {name!r} slot; the model and state are kept"
+            )
     return weights, OptimizerState(slots=arrays, num_params=state.num_params, step=state.step + 1)
 
 

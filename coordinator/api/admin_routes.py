@@ -73,10 +73,10 @@ def get_job(job_id: int, sessions: Sessions) -> JobView:
 
 
 @router.post("/jobs/{job_id}/{action}")
-def change_status(job_id: int, action: jobs.Action, sessions: Sessions) -> JobView:
+def change_status(job_id: int, action: jobs.Action, sessions: Sessions, clock: AppClock) -> JobView:
     """Pause, resume or stop a job."""
     with transaction(sessions) as session:
-        return _job_view(jobs.change_status(session, job_id, action))
+        return _job_view(jobs.change_status(session, job_id, action, now=clock.now()))
 
 
 @router.get("/jobs/{job_id}/versions")

@@ -12,8 +12,17 @@ from sqlalchemy.orm import Session
 from coordinator.aggregation import OptimizerState, ServerOptimizer, server_optimizer_from_config
 from coordinator.api.schemas import AggregationConfig, JobCreate
 from coordinator.blobs import get_blob, put_blob
-from coordinator.db.models import Job, JobMode, JobStatus, Version
-from coordinator.errors import Conflict, NotFound
+from coordinator.db.models import (
+    Job,
+    JobMode,
+    JobStatus,
+    Lease,
+    LeaseStatus,
+    Round,
+    RoundStatus,
+    Version,
+)
+from coordinator.errors import Conflict, LeaseClosed, NotFound
 from coordinator.services.plans import get_plan
 
 Action = Literal["pause", "resume", "stop"]
@@ -100,14 +109,60 @@ def job_config(job: Job) -> JobCreate:
     return JobCreate.model_validate(job.config)
 
 
-def change_status(session: Session, job_id: int, action: Action) -> Job:
-    """Pause, resume or stop a job; an impossible transition is a :class:`Conflict`."""
+def change_status(session: Session, job_id: int, action: Action, *, now: float) -> Job:
+    """Pause, resume or stop a job; an impossible transition is a :class:`Conflict`.
+
+    Stopping also closes the job's open leases and round (see :func:`end_job`).
+    """
     allowed, target = _TRANSITIONS[action]
     job = get_job(session, job_id, for_update=True)
     if job.status not in allowed:
         raise Conflict(f"cannot {action} job {job_id}: it is {job.status.value}")
-    job.status = target
+    if target == JobStatus.STOPPED:
+        end_job(session, job, now=now)
+    else:
+        job.status = target
     return job
+
+
+def end_reason(job: Job) -> str:
+    """Why a stopped job ended: "job finished" (it made ``max_versions``) or "job stopped"."""
+    max_versions = job_config(job).max_versions
+    if max_versions is not None and job.current_version >= max_versions:
+        return "job finished"
+    return "job stopped"
+
+
+def end_job(session: Session, job: Job, *, now: float) -> None:
+    """Stop ``job`` for good: close its active leases and its open round, in this transaction.
+
+    The caller holds the job's row lock. A device told of the close (409 ``lease_closed`` on
+    upload or heartbeat) stops training; an upload on a lease issued concurrently with the end
+    is refused by :func:`refuse_if_ended`, which reads the job's row under the same lock.
+    """
+    job.status = JobStatus.STOPPED
+    reason = end_reason(job)
+    leases = session.scalars(
+        select(Lease).where(Lease.job_id == job.id, Lease.status == LeaseStatus.ACTIVE)
+    ).all()
+    for lease in leases:
+        lease.close(LeaseStatus.REJECTED, reason, now)
+    open_round = session.scalar(
+        select(Round).where(
+            Round.job_id == job.id,
+            Round.status == RoundStatus.OPEN,
+            Round.closed_at.is_(None),  # not the round whose close made the final version
+        )
+    )
+    if open_round is not None:  # its reports never enter a version: the model is final
+        open_round.status, open_round.closed_at = RoundStatus.FAILED, now
+    session.flush()
+
+
+def refuse_if_ended(job: Job, lease_id: str) -> None:
+    """Raise :class:`LeaseClosed` if ``job`` is stopped: its model must never move again."""
+    if job.status == JobStatus.STOPPED:
+        raise LeaseClosed(f"lease {lease_id} is closed ({end_reason(job)}): stop working on it")
 
 
 def list_jobs(session: Session) -> list[Job]:

@@ -36,7 +36,7 @@ from coordinator.db.models import (
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
 from coordinator.services import rounds
 from coordinator.services.devices import seen_within
-from coordinator.services.jobs import get_version, job_config
+from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
 from coordinator.services.plans import get_plan, manifest_of
 from coordinator.settings import Settings
@@ -86,7 +86,8 @@ def heartbeat(session: Session, device: Device, lease_id: str, *, now: float) ->
     """The device is still working on ``lease_id``: keep the lease alive another grace period.
 
     :class:`LeaseClosed` tells a device whose lease ended — its round reached its target, it
-    was silent too long, the deadline passed — to stop training: nothing it uploads will count.
+    was silent too long, the deadline passed, its job was stopped or finished — to stop
+    training: nothing it uploads will count.
     """
     lease = owned_lease(session, device, lease_id, lock=True)
     if lease.status != LeaseStatus.ACTIVE:
@@ -95,7 +96,9 @@ def heartbeat(session: Session, device: Device, lease_id: str, *, now: float) ->
         )
     if lease.overdue(now) is not None:
         raise LeaseClosed(f"lease {lease_id} has expired: stop working on it")
-    interval = job_config(session.get_one(Job, lease.job_id)).task.heartbeat_seconds
+    job = session.get_one(Job, lease.job_id)
+    refuse_if_ended(job, lease_id)
+    interval = job_config(job).task.heartbeat_seconds
     if interval is not None:
         lease.alive_until = now + HEARTBEAT_GRACE * interval
     return lease

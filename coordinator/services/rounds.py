@@ -8,15 +8,19 @@ Dropout is data here: the counters say what happened, nothing waits on a dead de
 
 from __future__ import annotations
 
+import logging
 import math
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from coordinator.aggregation import NonFiniteError
 from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus
 from coordinator.selection import CohortPlan, RoundHistory, plan_cohort
 from coordinator.services import versions
+
+log = logging.getLogger(__name__)
 
 
 def selection_size(config: JobCreate) -> int:
@@ -171,8 +175,12 @@ def close_round(session: Session, job: Job, current: Round, *, now: float) -> No
     """Close a round: make a version from its reports if enough came, else mark it failed."""
     current.closed_at = now
     if current.reported >= current.minimum:
-        versions.make_version_from_round(session, job, current, now=now)
-        current.status = RoundStatus.COMPLETED
+        try:
+            versions.make_version_from_round(session, job, current, now=now)
+            current.status = RoundStatus.COMPLETED
+        except NonFiniteError as exc:  # never publish an Inf model: the round fails instead
+            log.warning("round %d of job %d failed: %s", current.number, job.id, exc)
+            current.status = RoundStatus.FAILED
     else:  # its reports stay stored but never enter a version: the model is unchanged
         current.status = RoundStatus.FAILED
     stragglers = session.scalars(

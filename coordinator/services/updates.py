@@ -1,7 +1,8 @@
 """Uploads: check an update, accept it exactly once per lease, and move the model when due.
 
 Order of checks: the lease (exists, is the caller's, still active, before its deadline), the
-base version, then the payload (decodes, right length, finite, norm bound), then staleness.
+base version, then the payload (decodes, right length, finite, norm bound), then, under the
+job's lock, the job (not stopped or finished), staleness, and that the step it feeds stays finite.
 Nothing reaches the model before every check passed, inside one transaction with the version
 step, so an upload is either wholly accepted or not at all.
 """
@@ -18,7 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.aggregation import clip_by_norm
 from coordinator.api.schemas import UploadReceipt
 from coordinator.blobs import put_blob
-from coordinator.db.models import Device, Job, JobMode, Lease, LeaseStatus, Rejection, Round, Update
+from coordinator.db.models import (
+    Device,
+    Job,
+    JobMode,
+    JobStatus,
+    Lease,
+    LeaseStatus,
+    Rejection,
+    Round,
+    Update,
+)
 from coordinator.db.session import transaction
 from coordinator.errors import (
     BadRequest,
@@ -29,7 +40,7 @@ from coordinator.errors import (
     WrongBaseVersion,
 )
 from coordinator.services import rounds, versions
-from coordinator.services.jobs import get_job, job_config
+from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
 from fedge.errors import WireFormatError
@@ -83,6 +94,7 @@ def upload(
     if _completed(lease):  # re-read under the lock: a concurrent retry of this upload won
         return _replay(session, job, lease, digest)
     _check_lease(lease, base_version=base_version, now=now)
+    refuse_if_ended(job, lease.id)  # a lease issued while the job was being stopped
     staleness = job.current_version - lease.base_version
     if job.mode == JobMode.ASYNC and staleness > config.aggregation.max_staleness:
         raise StaleUpdate(
@@ -92,6 +104,7 @@ def upload(
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
+    versions.refuse_if_not_finite(session, job, delta)
 
     session.add(
         Update(
@@ -131,7 +144,9 @@ def record_rejection(
     lease_id: str,
     now: float,
 ) -> None:
-    """Count a refused upload in its own transaction; a too-stale one also closes its lease.
+    """Count a refused upload in its own transaction; one that cannot succeed closes its lease.
+
+    Too stale, overdue, or on a job stopped after the lease was issued: retrying cannot help.
 
     Called after the upload's transaction rolled back, so the refusal is durable while nothing
     of the refused update is.
@@ -153,6 +168,10 @@ def record_rejection(
                 lease.close(LeaseStatus.REJECTED, error.reason, now)
             elif isinstance(error, LeaseClosed) and (dead := lease.overdue(now)) is not None:
                 lease.close(LeaseStatus.EXPIRED, dead, now)
+            elif isinstance(error, LeaseClosed):
+                job = session.get_one(Job, lease.job_id)
+                if job.status == JobStatus.STOPPED:  # issued while the job was being stopped
+                    lease.close(LeaseStatus.REJECTED, end_reason(job), now)
 
 
 def _completed(lease: Lease) -> bool:

@@ -11,17 +11,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import FedAvgRound, FedBuffBuffer, staleness_from_config
+from coordinator.aggregation import (
+    FedAvgRound,
+    FedBuffBuffer,
+    NonFiniteError,
+    staleness_from_config,
+)
 from coordinator.aggregation.accumulator import FloatArray
 from coordinator.api.schemas import AggregationConfig
 from coordinator.blobs import get_blob, put_blob, release
-from coordinator.db.models import Job, JobStatus, Lease, Round, Update, Version
+from coordinator.db.models import Job, Lease, Round, Update, Version
+from coordinator.errors import Conflict, InvalidUpdate
 from coordinator.services.jobs import (
     decode_optimizer_state,
     encode_optimizer_state,
+    end_job,
     job_config,
     server_optimizer,
     version_weights,
@@ -52,6 +60,31 @@ def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
     ).all()
 
 
+# Below this magnitude a delta cannot overflow a float32 model (max ~3.4e38) in fewer than
+# ~2^64 steps, so only larger ones pay for a trial step against the current version.
+TRIAL_MAGNITUDE = 2.0**64
+
+
+def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
+    """Refuse (400 ``not_finite``) an update whose server step alone would overflow the model.
+
+    Run before the update is accepted, under the job's lock. The next version's mean delta is
+    a weighted average of accepted deltas, so with plain SGD (FedAvg, FedBuff) it cannot
+    overflow when no single accepted delta does; a momentum or adaptive step still can, and
+    :func:`make_version_from_buffer` and :func:`rounds.close_round` refuse that step instead.
+    """
+    if float(np.max(np.abs(delta))) < TRIAL_MAGNITUDE:
+        return
+    weights = decode_vector(version_weights(session, job.id, job.current_version))
+    optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
+    try:
+        server_optimizer(job_config(job).aggregation).apply(weights, delta, optimizer_state)
+    except NonFiniteError as exc:
+        raise InvalidUpdate(
+            f"update refused: it would make the model non-finite ({exc})", reason="not_finite"
+        ) from exc
+
+
 def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Version | None:
     """FedBuff: if K updates wait, fold them into version N+1; else do nothing."""
     started = time.perf_counter()  # a duration for operators, not logic: no clock needed
@@ -68,7 +101,13 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
         state = aggregator.accept(state, delta, update.num_examples, update.staleness)
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
-    new_weights, new_state, _, measured = aggregator.flush(weights, state, optimizer_state)
+    try:
+        new_weights, new_state, _, measured = aggregator.flush(weights, state, optimizer_state)
+    except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
+        raise InvalidUpdate(
+            f"update refused: the version it completes would be non-finite ({exc})",
+            reason="not_finite",
+        ) from exc
     return _commit_version(
         session,
         job,
@@ -86,7 +125,10 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
 
 
 def make_version_from_round(session: Session, job: Job, current: Round, *, now: float) -> Version:
-    """FedAvg: fold a closed round's reports into version N+1."""
+    """FedAvg: fold a closed round's reports into version N+1.
+
+    Raises :class:`NonFiniteError` (nothing written) if the step would overflow the model.
+    """
     started = time.perf_counter()
     config = job_config(job)
     reports = session.scalars(
@@ -136,6 +178,9 @@ def _commit_version(
     now: float,
 ) -> Version:
     number = job.current_version + 1
+    config = job_config(job)
+    if config.max_versions is not None and number > config.max_versions:  # never past the limit
+        raise Conflict(f"job {job.id} is finished: it made its {config.max_versions} versions")
     version = Version(
         job_id=job.id,
         number=number,
@@ -153,14 +198,12 @@ def _commit_version(
     for update in updates:
         update.version = number
     session.flush()
-    config = job_config(job)
     if not config.keep_updates:
         release(session, {update.delta_sha256 for update in updates})
     job.current_version = number
     job.optimizer_state_sha256 = put_blob(session, optimizer_state, now=now)
-    max_versions = config.max_versions
-    if max_versions is not None and number >= max_versions:
-        job.status = JobStatus.STOPPED
+    if config.max_versions is not None and number >= config.max_versions:
+        end_job(session, job, now=now)  # finished: its open leases close now
     session.flush()
     return version
 
