@@ -10,11 +10,14 @@ from coordinator.api.deps import Admin, AppClock, AppSettings, Sessions
 from coordinator.api.limits import read_body
 from coordinator.api.schemas import (
     BlobReceipt,
+    Id,
     JobCreate,
     JobView,
     PlanCreate,
     PlanView,
+    VersionNumber,
     VersionView,
+    error_responses,
 )
 from coordinator.blobs import put_blob
 from coordinator.db.models import Job, Plan, Version
@@ -22,10 +25,19 @@ from coordinator.db.session import transaction
 from coordinator.services import history, jobs, plans, rounds
 from fedge.wire import MEDIA_TYPE
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
+# Every admin route authenticates first: 400 (two Authorization headers), 401, 403; 422 for a
+# malformed header.
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Admin],
+    responses=error_responses(400, 401, 403, 422),
+)
+READ = error_responses(404, 422)
+JSON_BODY = error_responses(404, 409, 413, 422)
 
 
-@router.put("/blobs", status_code=201)
+@router.put("/blobs", status_code=201, responses=error_responses(413, 415))
 async def upload_blob(
     request: Request, sessions: Sessions, clock: AppClock, settings: AppSettings
 ) -> BlobReceipt:
@@ -36,7 +48,7 @@ async def upload_blob(
     return BlobReceipt(sha256=digest, size=len(data))
 
 
-@router.post("/plans", status_code=201)
+@router.post("/plans", status_code=201, responses=JSON_BODY)
 def register_plan(body: PlanCreate, sessions: Sessions, clock: AppClock) -> PlanView:
     """Register a plan from uploaded blobs; its manifest must match them."""
     with transaction(sessions) as session:
@@ -51,7 +63,7 @@ def register_plan(body: PlanCreate, sessions: Sessions, clock: AppClock) -> Plan
         return _plan_view(plan)
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, responses=JSON_BODY)
 def create_job(body: JobCreate, sessions: Sessions, clock: AppClock) -> JobView:
     """Create a running training job; version 0 is the plan's initial weights."""
     with transaction(sessions) as session:
@@ -65,22 +77,42 @@ def list_jobs(sessions: Sessions) -> list[JobView]:
         return [_job_view(job) for job in jobs.list_jobs(session)]
 
 
-@router.get("/jobs/{job_id}")
-def get_job(job_id: int, sessions: Sessions) -> JobView:
+@router.get("/jobs/{job_id}", responses=READ)
+def get_job(job_id: Id, sessions: Sessions) -> JobView:
     """One job."""
     with transaction(sessions) as session:
         return _job_view(jobs.get_job(session, job_id))
 
 
-@router.post("/jobs/{job_id}/{action}")
-def change_status(job_id: int, action: jobs.Action, sessions: Sessions, clock: AppClock) -> JobView:
-    """Pause, resume or stop a job."""
+# One route per action, not ``/jobs/{job_id}/{action}``: that would swallow every POST under a
+# job (``POST /jobs/1/versions`` is a 405, not an unknown action).
+@router.post("/jobs/{job_id}/pause", responses=error_responses(404, 409, 422))
+def pause_job(job_id: Id, sessions: Sessions, clock: AppClock) -> JobView:
+    """Pause a job: no new tasks until it is resumed."""
+    return _change_status(sessions, clock, job_id, "pause")
+
+
+@router.post("/jobs/{job_id}/resume", responses=error_responses(404, 409, 422))
+def resume_job(job_id: Id, sessions: Sessions, clock: AppClock) -> JobView:
+    """Resume a paused job."""
+    return _change_status(sessions, clock, job_id, "resume")
+
+
+@router.post("/jobs/{job_id}/stop", responses=error_responses(404, 409, 422))
+def stop_job(job_id: Id, sessions: Sessions, clock: AppClock) -> JobView:
+    """Stop a job for good."""
+    return _change_status(sessions, clock, job_id, "stop")
+
+
+def _change_status(
+    sessions: Sessions, clock: AppClock, job_id: int, action: jobs.Action
+) -> JobView:
     with transaction(sessions) as session:
         return _job_view(jobs.change_status(session, job_id, action, now=clock.now()))
 
 
-@router.get("/jobs/{job_id}/versions")
-def list_versions(job_id: int, sessions: Sessions) -> list[VersionView]:
+@router.get("/jobs/{job_id}/versions", responses=READ)
+def list_versions(job_id: Id, sessions: Sessions) -> list[VersionView]:
     """A job's global versions with the measurements of the steps that made them."""
     with transaction(sessions, read_only=True) as session:
         made_by = rounds.numbers(session, job_id)
@@ -90,8 +122,8 @@ def list_versions(job_id: int, sessions: Sessions) -> list[VersionView]:
         ]
 
 
-@router.get("/jobs/{job_id}/metrics")
-def job_metrics(job_id: int, sessions: Sessions) -> dict[str, Any]:
+@router.get("/jobs/{job_id}/metrics", responses=READ)
+def job_metrics(job_id: Id, sessions: Sessions) -> dict[str, Any]:
     """A job's metrics history.
 
     Per version: the accepted count, mean staleness, mean and variance of update norms (the
@@ -101,16 +133,24 @@ def job_metrics(job_id: int, sessions: Sessions) -> dict[str, Any]:
         return history.job_history(session, job_id)
 
 
-@router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)
-def version_weights(job_id: int, number: int, sessions: Sessions) -> Response:
+@router.get(
+    "/jobs/{job_id}/versions/{number}/weights",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}, **READ},
+)
+def version_weights(job_id: Id, number: VersionNumber, sessions: Sessions) -> Response:
     """Any version's weights in the binary wire format."""
     with transaction(sessions) as session:
         data = jobs.version_weights(session, job_id, number)
     return Response(content=data, media_type=MEDIA_TYPE)
 
 
-@router.get("/jobs/{job_id}/versions/{number}/model.tflite", response_class=Response)
-def version_inference_model(job_id: int, number: int, sessions: Sessions) -> Response:
+@router.get(
+    "/jobs/{job_id}/versions/{number}/model.tflite",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **READ},
+)
+def version_inference_model(job_id: Id, number: VersionNumber, sessions: Sessions) -> Response:
     """An inference-only ``.tflite`` of any version: the plan's forward pass, weights baked in."""
     with transaction(sessions) as session:
         job = jobs.get_job(session, job_id)

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from coordinator.api import admin_routes, device_routes
 from coordinator.api.offload import Offload
@@ -109,7 +113,42 @@ def create_app(
             status_code=422, content={"error": "invalid_request", "message": problems}
         )
 
+    @app.exception_handler(HTTPException)
+    async def _framework_error(request: Request, error: HTTPException) -> JSONResponse:
+        """Starlette's own answers (unknown route 404, 405, body parse 400) in the one shape."""
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        return JSONResponse(
+            status_code=error.status_code,
+            content={"error": _reason(error.status_code), "message": str(error.detail)},
+            headers=headers,
+        )
+
     return app
+
+
+def _reason(status_code: int) -> str:
+    """``405`` -> ``method_not_allowed``: the status's phrase as a machine-readable reason."""
+    try:
+        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this path; Starlette's own ``Allow`` names one route's."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _sweep_forever(app: FastAPI) -> None:

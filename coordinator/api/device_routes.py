@@ -24,9 +24,12 @@ from coordinator.api.schemas import (
     CheckInRequest,
     CheckInResponse,
     HeartbeatResponse,
+    Id,
     RegisterRequest,
     RegisterResponse,
     UploadReceipt,
+    VersionNumber,
+    error_responses,
 )
 from coordinator.blobs import get_blob
 from coordinator.db.session import transaction
@@ -35,9 +38,18 @@ from coordinator.services import devices, jobs, leasing, updates
 from fedge.wire import MEDIA_TYPE
 
 router = APIRouter(prefix="/v1", tags=["devices"])
+# A device route authenticates (400 for two Authorization headers, 401, 403) and is rate-limited.
+AUTHENTICATED = error_responses(400, 401, 403, 422, 429)
+DOWNLOAD = {
+    206: {"description": "the requested byte range (Content-Range)"},
+    304: {"description": "not modified: the ETag matches If-None-Match"},
+    416: {"description": "range not satisfiable"},
+    **AUTHENTICATED,
+    **error_responses(404),
+}
 
 
-@router.post("/devices", status_code=201)
+@router.post("/devices", status_code=201, responses=error_responses(400, 413, 422))
 async def register(
     body: RegisterRequest, sessions: Sessions, clock: AppClock, offload: Blocking
 ) -> RegisterResponse:
@@ -53,7 +65,7 @@ async def register(
     return await offload(work)
 
 
-@router.post("/check-in")
+@router.post("/check-in", responses={**AUTHENTICATED, **error_responses(404, 413)})
 async def check_in(
     body: CheckInRequest,
     telemetry: AppTelemetry,
@@ -75,7 +87,11 @@ async def check_in(
     return await offload(work)
 
 
-@router.get("/plans/{plan_sha256}", response_class=Response)
+@router.get(
+    "/plans/{plan_sha256}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **DOWNLOAD},
+)
 async def download_plan(
     plan_sha256: str,
     _: DeviceId,
@@ -97,10 +113,14 @@ async def download_plan(
     )
 
 
-@router.get("/jobs/{job_id}/versions/{number}/weights", response_class=Response)
+@router.get(
+    "/jobs/{job_id}/versions/{number}/weights",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}, **DOWNLOAD},
+)
 async def download_weights(
-    job_id: int,
-    number: int,
+    job_id: Id,
+    number: VersionNumber,
     _: DeviceId,
     sessions: Sessions,
     offload: Blocking,
@@ -118,7 +138,10 @@ async def download_weights(
     return await offload(work)
 
 
-@router.put("/leases/{lease_id}/update")
+@router.put(
+    "/leases/{lease_id}/update",
+    responses={**AUTHENTICATED, **error_responses(404, 409, 413, 415)},
+)
 async def upload_update(
     lease_id: str,
     request: Request,
@@ -158,7 +181,9 @@ async def upload_update(
     return await offload(accept)
 
 
-@router.post("/leases/{lease_id}/heartbeat")
+@router.post(
+    "/leases/{lease_id}/heartbeat", responses={**AUTHENTICATED, **error_responses(404, 409)}
+)
 async def heartbeat(
     lease_id: str,
     credentials: Credentials,
@@ -181,7 +206,12 @@ async def heartbeat(
     return await offload(work)
 
 
-@router.post("/leases/{lease_id}/abort", status_code=204, response_class=Response)
+@router.post(
+    "/leases/{lease_id}/abort",
+    status_code=204,
+    response_class=Response,
+    responses={**AUTHENTICATED, **error_responses(404, 409, 413)},
+)
 async def abort(
     lease_id: str,
     body: AbortRequest,

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Path
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
     """Unknown fields are an error: a typo in a config must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a count, not a boolean")
+    return value
+
+
+# JSON Schema's numbers: 3 and 3.0, but not ``false``, which pydantic's lax int/float take as 0.
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+Amount = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -33,11 +45,11 @@ class RegisterResponse(BaseModel):
 class CheckInRequest(Strict):
     """Eligibility facts a device reports at check-in (Bonawitz et al. 2019, §2)."""
 
-    charging: bool = True
-    idle: bool = True
-    unmetered: bool = True
-    free_memory_mb: float = Field(1024.0, ge=0)
-    num_examples: int = Field(..., ge=0, description="local examples available for training")
+    charging: bool = Field(True, strict=True)
+    idle: bool = Field(True, strict=True)
+    unmetered: bool = Field(True, strict=True)
+    free_memory_mb: Amount = Field(1024.0, ge=0)
+    num_examples: Count = Field(..., ge=0, description="local examples available for training")
     runtime: str = Field("", max_length=64)
     sdk_version: str = Field("", max_length=32)
 
@@ -49,7 +61,7 @@ class TaskHyperParameters(BaseModel):
     batch_size: int
     learning_rate: float
     momentum: float
-    mu: float = Field(description="FedProx proximal term (Li et al., MLSys 2020); 0 = FedAvg")
+    mu: Amount = Field(description="FedProx proximal term (Li et al., MLSys 2020); 0 = FedAvg")
 
 
 class Task(BaseModel):
@@ -63,7 +75,7 @@ class Task(BaseModel):
     weights_url: str
     weights_sha256: str
     hparams: TaskHyperParameters
-    deadline: float = Field(description="clock seconds; an upload after it is refused")
+    deadline: Amount = Field(description="clock seconds; an upload after it is refused")
     round: int | None = None
     heartbeat_seconds: float | None = Field(
         None, description="send POST /v1/leases/{id}/heartbeat this often while working"
@@ -90,7 +102,7 @@ class UploadReceipt(BaseModel):
 
     status: Literal["accepted", "already_accepted"]
     lease_id: str
-    global_version: int = Field(description="the current global version after this upload")
+    global_version: Count = Field(description="the current global version after this upload")
     staleness: int
     clipped: bool = False
 
@@ -99,7 +111,7 @@ class HeartbeatResponse(BaseModel):
     """The lease lives on: confirm again before ``alive_until``."""
 
     lease_id: str
-    alive_until: float = Field(description="clock seconds; silent past it, the lease expires")
+    alive_until: Amount = Field(description="clock seconds; silent past it, the lease expires")
     deadline: float
 
 
@@ -113,8 +125,32 @@ class AbortRequest(Strict):
 class ErrorBody(BaseModel):
     """Every 4xx answer: a machine-readable reason and a message a person can act on."""
 
-    error: str
+    error: str = Field(description="machine-readable reason, e.g. not_found, lease_closed")
     message: str
+
+
+# The ids are 32-bit integer columns (PostgreSQL INTEGER): a larger one is refused with 422
+# before it reaches the database, and the spec says so.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="a database id")]
+VersionNumber = Annotated[int, Path(ge=0, le=MAX_ID, description="a global version number")]
+
+ERRORS: dict[int, str] = {
+    400: "malformed or inconsistent input (e.g. two Authorization headers)",
+    401: "missing, malformed or unknown bearer token",
+    403: "a token that may not act here (admin token as a device, device token as admin)",
+    404: "unknown job, lease, plan, version or blob",
+    409: "a state that forbids the request",
+    413: "body over the configured limit",
+    415: "unsupported Content-Type",
+    422: "a request that does not match the schema",
+    429: "too many requests from one device (see Retry-After)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error codes a route can answer, all as ``ErrorBody``."""
+    return {code: {"model": ErrorBody, "description": ERRORS[code]} for code in codes}
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -123,14 +159,14 @@ class ErrorBody(BaseModel):
 class PopulationConfig(Strict):
     """Who may train: eligibility requirements and population policies."""
 
-    min_examples: int = Field(1, ge=1)
-    min_separation_seconds: float = Field(
+    min_examples: Count = Field(1, ge=1)
+    min_separation_seconds: Amount = Field(
         0.0, ge=0, description="least time between two contributions of one device"
     )
     require_charging: bool = True
     require_idle: bool = True
     require_unmetered: bool = True
-    min_free_memory_mb: float = Field(0.0, ge=0)
+    min_free_memory_mb: Amount = Field(0.0, ge=0)
 
 
 class AggregationConfig(Strict):
@@ -138,26 +174,26 @@ class AggregationConfig(Strict):
 
     mode: Literal["async", "sync"] = "async"
     # Asynchronous (FedBuff, Nguyen et al., AISTATS 2022)
-    concurrency: int = Field(100, ge=1, description="most leases out at once (C)")
-    buffer_size: int = Field(10, ge=1, description="accepted updates per new version (K)")
-    max_staleness: int = Field(20, ge=0)
+    concurrency: Count = Field(100, ge=1, description="most leases out at once (C)")
+    buffer_size: Count = Field(10, ge=1, description="accepted updates per new version (K)")
+    max_staleness: Count = Field(20, ge=0)
     staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
-    staleness_exponent: float = Field(0.5, ge=0)
-    hinge_a: float = Field(10.0, gt=0)
-    hinge_b: int = Field(4, ge=0)
+    staleness_exponent: Amount = Field(0.5, ge=0)
+    hinge_a: Amount = Field(10.0, gt=0)
+    hinge_b: Count = Field(4, ge=0)
     # Synchronous (FedAvg rounds, Bonawitz et al., SysML 2019)
-    target: int = Field(10, ge=1, description="reports that close a round")
+    target: Count = Field(10, ge=1, description="reports that close a round")
     minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
-    over_selection: float = Field(1.3, ge=1.0)
-    round_seconds: float = Field(600.0, gt=0, description="reporting deadline of a round")
+    over_selection: Amount = Field(1.3, ge=1.0)
+    round_seconds: Amount = Field(600.0, gt=0, description="reporting deadline of a round")
     adaptive_over_selection: bool = Field(
         False,
         description="learn the cohort size and deadline from past rounds (coordinator.selection)",
     )
-    completion_goal: float = Field(
+    completion_goal: Amount = Field(
         0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"
     )
-    max_surplus: float = Field(
+    max_surplus: Amount = Field(
         0.05,
         gt=0,
         lt=1,
@@ -167,11 +203,11 @@ class AggregationConfig(Strict):
     )
     # Server optimizer (Reddi et al., ICLR 2021)
     server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
-    server_learning_rate: float = Field(1.0, gt=0)
-    server_momentum: float = Field(0.9, ge=0, lt=1)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0)
+    server_learning_rate: Amount = Field(1.0, gt=0)
+    server_momentum: Amount = Field(0.9, ge=0, lt=1)
+    beta1: Amount = Field(0.9, ge=0, lt=1)
+    beta2: Amount = Field(0.99, ge=0, lt=1)
+    tau: Amount = Field(1e-3, gt=0)
     # Update checks
     max_update_norm: float | None = Field(None, gt=0)
     norm_policy: Literal["clip", "reject"] = "reject"
@@ -195,7 +231,7 @@ class TaskConfig(Strict):
     learning_rate: float | None = Field(None, gt=0)
     momentum: float | None = Field(None, ge=0, lt=1)
     mu: float | None = Field(None, ge=0)
-    lease_seconds: float = Field(600.0, gt=0, description="time a device has to upload")
+    lease_seconds: Amount = Field(600.0, gt=0, description="time a device has to upload")
     heartbeat_seconds: float | None = Field(
         None,
         gt=0,
@@ -209,7 +245,7 @@ class JobCreate(Strict):
     """An admin's request for a new training job."""
 
     name: str = Field(..., min_length=1, max_length=128)
-    plan_id: int
+    plan_id: Count
     aggregation: AggregationConfig = AggregationConfig()
     population: PopulationConfig = PopulationConfig()
     task: TaskConfig = TaskConfig()
