@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 
 from coordinator.api import admin_routes, device_routes
+from coordinator.api.limits import RequestEdges
 from coordinator.api.offload import Offload
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
@@ -83,6 +84,7 @@ def create_app(
         return Response(app.state.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_TimeRequests, telemetry=app.state.telemetry)
+    app.add_middleware(RequestEdges, json_limit=settings.max_json_body_bytes)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
