@@ -68,6 +68,9 @@ def _coordinator_serve(args: argparse.Namespace) -> int:
         "loggers": {"uvicorn.access": {"level": "WARNING"}},
     }
     logging.config.dictConfig(log_config)
+    from coordinator.settings import prepare_serve_environment
+
+    prepare_serve_environment()  # one admin token for every worker; bad settings stop here
     uvicorn.run(
         "coordinator.api.main:app_from_env",
         factory=True,

@@ -108,3 +108,10 @@ class RateLimited(CoordinatorError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnsupportedMediaType(CoordinatorError):
+    """A body sent with a content type the route does not take."""
+
+    status_code = 415
+    reason = "unsupported_media_type"

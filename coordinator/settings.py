@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import logging
+import os
+import secrets
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fedge.errors import FedgeError
+
+log = logging.getLogger("fedge.coordinator")
+
+MIN_ADMIN_TOKEN_LENGTH = 16
+_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+class SettingsError(FedgeError):
+    """Settings an operator gave that the coordinator refuses to start with."""
 
 
 class Settings(BaseSettings):
@@ -18,6 +33,9 @@ class Settings(BaseSettings):
         None, description="bearer token of the admin API; generated and logged when unset"
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, description="largest request body accepted")
+    max_json_body_bytes: int = Field(
+        64 * 1024, description="largest JSON request body (every route but the binary uploads)"
+    )
     rate_limit_per_minute: int = Field(
         600, description="requests one device may make per minute before getting 429"
     )
@@ -26,3 +44,39 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         1.0, description="how often leases and round deadlines are checked"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        length = len(token.get_secret_value())
+        if length == 0:
+            raise ValueError(f"FEDGE_ADMIN_TOKEN is empty: unset it or {_MAKE_ONE}")
+        if length < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"FEDGE_ADMIN_TOKEN is too short ({length} characters, at least "
+                f"{MIN_ADMIN_TOKEN_LENGTH}): {_MAKE_ONE}"
+            )
+        return token
+
+
+def prepare_serve_environment() -> Settings:
+    """Check ``FEDGE_*`` once before uvicorn starts its workers, and share one admin token.
+
+    Without ``FEDGE_ADMIN_TOKEN`` a token is generated here, in the parent process, put in the
+    environment every worker inherits, and logged once. Bad settings raise :class:`SettingsError`
+    with a one-line message.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise SettingsError(
+            "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in error.errors())
+        ) from None
+    if settings.admin_token is None:
+        token = secrets.token_urlsafe(32)
+        os.environ["FEDGE_ADMIN_TOKEN"] = token
+        log.warning("no FEDGE_ADMIN_TOKEN set; this run's admin token: %s", token)
+        settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+    return settings

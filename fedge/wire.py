@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 _DTYPE_CODES = {1: np.dtype("<f4")}
 _HEADER = struct.Struct("<4sBBHQ")
 _TRAILER = struct.Struct("<I")
+# The one media type of weight vectors on the wire: uploads with any other are refused (415).
 MEDIA_TYPE = "application/vnd.fedge.weights"
 
 
@@ -57,9 +58,11 @@ def decode_vector(data: bytes, *, expected_length: int | None = None) -> npt.NDA
     """
     if len(data) < _HEADER.size + _TRAILER.size:
         raise WireFormatError(f"{len(data)} bytes is too short for a Fedge weight vector")
-    magic, version, dtype_code, _reserved, count = _HEADER.unpack_from(data)
+    magic, version, dtype_code, reserved, count = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WireFormatError("not a Fedge weight vector (bad magic bytes)")
+    if reserved != 0:  # kept for a future format: refused now, so it can mean something later
+        raise WireFormatError(f"reserved header bytes must be zero, got {reserved:#06x}")
     if version != FORMAT_VERSION:
         raise WireFormatError(f"unsupported wire format version {version}")
     dtype = _DTYPE_CODES.get(dtype_code)

@@ -21,6 +21,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from coordinator.api import admin_routes, device_routes
+from coordinator.api.limits import RequestEdges
 from coordinator.api.offload import Offload
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
@@ -87,6 +88,7 @@ def create_app(
         return Response(app.state.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_TimeRequests, telemetry=app.state.telemetry)
+    app.add_middleware(RequestEdges, json_limit=settings.max_json_body_bytes)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.api.limits import bearer_token
 from coordinator.api.offload import Offload
 from coordinator.db.models import Device
 from coordinator.db.session import transaction
@@ -45,12 +46,7 @@ async def _offload(request: Request) -> Offload:
 
 
 async def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
-    if not authorization:
-        raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
-    return token.strip()
+    return bearer_token(authorization)
 
 
 Sessions = Annotated[sessionmaker[Session], Depends(_sessions)]

@@ -33,7 +33,7 @@ from coordinator.api.schemas import (
 )
 from coordinator.blobs import get_blob
 from coordinator.db.session import transaction
-from coordinator.errors import BadRequest, CoordinatorError, NotFound
+from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
 from coordinator.services import devices, jobs, leasing, updates
 from fedge.wire import MEDIA_TYPE
 
@@ -155,6 +155,9 @@ async def upload_update(
     x_fedge_metrics: Annotated[str, Header(description="JSON object of local metrics")] = "{}",
 ) -> UploadReceipt:
     """Upload a weight delta (binary wire format). Idempotent per lease: a retry counts once."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != MEDIA_TYPE:
+        raise UnsupportedMediaType(f"send the update as Content-Type: {MEDIA_TYPE}")
     body = await read_body(request, settings.max_body_bytes)
     metrics = _metrics(x_fedge_metrics)
 

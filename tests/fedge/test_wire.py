@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -61,3 +64,12 @@ def test_a_vector_of_the_wrong_length_for_the_model_is_refused():
 def test_garbage_shorter_than_a_header_is_refused():
     with pytest.raises(WireFormatError, match="too short"):
         decode_vector(b"\x00" * 7)
+
+
+def test_non_zero_reserved_header_bytes_are_refused_even_with_a_valid_checksum():
+    body = bytearray(encode_vector(np.zeros(3, np.float32))[:-4])
+    struct.pack_into("<H", body, 6, 1)
+    tampered = bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+    with pytest.raises(WireFormatError, match="reserved"):
+        decode_vector(tampered)

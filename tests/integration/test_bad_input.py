@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from device_sdk.protocol import ProtocolError, Task
-from fedge.wire import encode_vector
+from fedge.wire import MEDIA_TYPE, encode_vector
 from tests.integration.conftest import FACTS
 
 
@@ -27,6 +27,7 @@ def put_update(coordinator, device, task, body, **headers):
         "Authorization": f"Bearer {device.token}",
         "X-Fedge-Base-Version": str(task.global_version),
         "X-Fedge-Num-Examples": "10",
+        "Content-Type": MEDIA_TYPE,
     }
     sent.update(headers)
     return httpx.put(
@@ -133,6 +134,7 @@ def test_an_unknown_lease_is_not_found(live_task):
             "Authorization": f"Bearer {device.token}",
             "X-Fedge-Base-Version": "0",
             "X-Fedge-Num-Examples": "1",
+            "Content-Type": MEDIA_TYPE,
         },
     )
 

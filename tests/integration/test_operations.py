@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, inspect, text
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine
 from device_sdk.protocol import ProtocolError, Task
-from fedge.wire import encode_vector
+from fedge.wire import MEDIA_TYPE, encode_vector
 from tests.databases import fresh_database
 from tests.integration.conftest import FACTS
 
@@ -35,6 +35,7 @@ def test_metrics_endpoint_reports_updates_rejections_leases_versions_and_stalene
             "Authorization": f"Bearer {devices[2].token}",
             "X-Fedge-Base-Version": "0",
             "X-Fedge-Num-Examples": "1",
+            "Content-Type": MEDIA_TYPE,
         },
     )
 
