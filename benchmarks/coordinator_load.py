@@ -37,8 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -60,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 
+from coordinator.served import ServedCoordinator
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
 from fedge.wire import decode_vector, encode_vector
@@ -102,60 +101,28 @@ class Updates:
         return prefix + last + struct.pack("<I", zlib.crc32(last, crc))
 
 
-class Server:
+class Server(ServedCoordinator):
     """``fedge coordinator serve`` in its own process group, so its workers die with it."""
 
     def __init__(self, db_url: str, workers: int, log: Path) -> None:
-        self.db_url, self.workers, self.log = db_url, workers, log
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server and wait for ``/healthz``."""
-        env = {
-            **os.environ,
-            "FEDGE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "FEDGE_RATE_LIMIT_PER_MINUTE": "1000000",
-        }
-        command = [sys.executable, "-m", "fedge.cli", "coordinator", "serve", "--db", self.db_url]
-        command += ["--port", str(self.port), "--workers", str(self.workers)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--log-level", "warning"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the coordinator exited:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("the coordinator did not answer /healthz within 60 s")
+        super().__init__(
+            db_url,
+            workers=workers,
+            admin_token=ADMIN_TOKEN,
+            log_path=log,
+            extra_env={"FEDGE_RATE_LIMIT_PER_MINUTE": "1000000"},
+            cwd=ROOT,
+            poll_seconds=0.1,
+        )
 
     def rss_mb(self) -> float:
         """Summed VmRSS of the server process and all its descendants."""
         assert self.process is not None
         return sum(_vm_rss_kb(pid) for pid in _descendants(self.process.pid)) / 1024
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=wait)
-                return
+        super().stop(grace)
 
 
 def _descendants(root: int) -> list[int]:

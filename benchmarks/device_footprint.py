@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,9 +52,10 @@ from typing import IO, Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
+
 import numpy as np
 
+from coordinator.served import ServedCoordinator
 from device_sdk.example_store import ExampleStore
 from fedge.admin_client import AdminClient
 from simulator import datasets
@@ -339,54 +339,21 @@ def _clean_env() -> dict[str, str]:
 # --- the agent, idle and training --------------------------------------------------------------
 
 
-class Coordinator:
+class Coordinator(ServedCoordinator):
     """``fedge coordinator serve`` from ``.venv`` on loopback, with short retry windows."""
 
     def __init__(self, work: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = work / "coordinator.log"
-        self.db = f"sqlite:///{work / 'coordinator.db'}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Coordinator:
-        env = {
-            **os.environ,
-            "FEDGE_ADMIN_TOKEN": ADMIN_TOKEN,
+        super().__init__(
+            f"sqlite:///{work / 'coordinator.db'}",
+            admin_token=ADMIN_TOKEN,
+            log_path=work / "coordinator.log",
             # No job running: a window of [max/4, 3 max/4] = [1, 3] s (coordinator.leasing).
-            "FEDGE_RETRY_MIN_SECONDS": "1",
-            "FEDGE_RETRY_MAX_SECONDS": "4",
-        }
-        command = [sys.executable, "-m", "fedge.cli", "coordinator", "serve", "--db", self.db]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), "--log-level", "warning"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the coordinator exited:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("the coordinator did not answer /healthz within 60 s")
-
-    def __exit__(self, *_: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            extra_env={"FEDGE_RETRY_MIN_SECONDS": "1", "FEDGE_RETRY_MAX_SECONDS": "4"},
+            cwd=ROOT,
+            poll_seconds=0.1,
+        )
+        self.log = self.log_path
+        self.db = self.db_url
 
 
 class Sampler(threading.Thread):

@@ -8,42 +8,17 @@ then prints the accuracy reached and where the report is. The server is stopped 
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
+from coordinator.served import ServedCoordinator
 from simulator.config import load
 from simulator.report import write
 from simulator.run import simulate
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "demo.toml"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the coordinator exited with status {server.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the coordinator did not answer at {url} within {timeout:.0f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,20 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     database = args.out / "coordinator.db"
     database.unlink(missing_ok=True)
-    port, token = _free_port(), secrets.token_urlsafe(24)
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "fedge.cli", "coordinator", "serve"]
-    command += ["--db", f"sqlite:///{database}", "--port", str(port), "--log-level", "warning"]
-    log = (args.out / "coordinator.log").open("wb")
-    server = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "FEDGE_ADMIN_TOKEN": token},
+    token = secrets.token_urlsafe(24)
+    server = ServedCoordinator(
+        f"sqlite:///{database}",
+        admin_token=token,
+        log_path=args.out / "coordinator.log",
+        poll_seconds=0.2,
     )
+    url = server.url
     try:
-        _wait_healthy(url, server)
-        print(f"coordinator serving at {url} (SQLite {database}); log: {log.name}")
+        server.start()
+        print(f"coordinator serving at {url} (SQLite {database}); log: {server.log_path}")
         config = load(
             args.config,
             {
@@ -89,12 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = simulate(config)
         figures = write(outcome, config.out)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(grace=20)
     print(
         f"\naccuracy {figures['final_accuracy']:.3f} on 1,000 held-out digits after "
         f"{figures['versions']} versions ({figures['updates_accepted']} updates accepted, "

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +13,7 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, text
 
+from coordinator.served import ServedCoordinator, free_port  # noqa: F401 (the tests use it)
 from device_sdk.client import CoordinatorClient
 from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
 from fedge.wire import decode_vector, encode_vector
@@ -26,69 +22,24 @@ from tests.integration.conftest import ADMIN_TOKEN, LiveCoordinator
 NUM_PARAMS = 610  # synthetic_logreg
 
 
-class ServerProcess:
+class ServerProcess(ServedCoordinator):
+    """A served coordinator for fleet tests: short expiry sweeps; ``stop`` is a SIGKILL."""
+
     def __init__(self, db_url: str, port: int, log: Path, *, workers: int = 1) -> None:
-        self.db_url, self.port, self.log, self.workers = db_url, port, log, workers
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            db_url,
+            port=port,
+            workers=workers,
+            admin_token=ADMIN_TOKEN,
+            log_path=log,
+            extra_env={"FEDGE_EXPIRY_SWEEP_SECONDS": "0.5"},
+            timeout=30.0,
+        )
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> float:
-        """Start and return the seconds until /healthz answered."""
-        started = time.monotonic()
-        env = {**os.environ, "FEDGE_ADMIN_TOKEN": ADMIN_TOKEN, "FEDGE_EXPIRY_SWEEP_SECONDS": "0.5"}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "fedge.cli",
-                    "coordinator",
-                    "serve",
-                    "--db",
-                    self.db_url,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: workers die with it
-            )
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"coordinator exited: {self.log.read_text()[-2000:]}")
-            if time.monotonic() - started > 30:
-                raise RuntimeError("coordinator did not answer within 30 s")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its workers at once, as a host crash would."""
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    def stop(self, grace: float = 0.0) -> None:
+        """SIGKILL the server if it is still running."""
+        if self.running:
             self.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def retrying(call, stop: threading.Event):
