@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 
-from sqlalchemy import select, update
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from coordinator.db.models import Blob, Update, Version
@@ -20,12 +21,25 @@ def put_blob(session: Session, data: bytes, *, now: float, digest: str | None = 
     digest = digest or hashlib.sha256(data).hexdigest()
     existing = session.get(Blob, digest)
     if existing is None:
-        session.add(Blob(sha256=digest, size=len(data), data=data, created_at=now))
-        session.flush()
-    elif _released(existing.size, existing.data):  # the same bytes again: keep them this time
+        # Two transactions may store the same bytes at once (two workers, identical updates):
+        # the second insert must wait for the first and then do nothing, not fail on the key.
+        row = {"sha256": digest, "size": len(data), "data": data, "created_at": now}
+        stored = session.scalar(_insert_if_absent(session).values(**row).returning(Blob.sha256))
+        if stored is not None:
+            return digest
+        existing = session.get(Blob, digest, populate_existing=True)
+    if existing is not None and _released(existing.size, existing.data):
+        # the same bytes again: keep them this time
         existing.data = data
         session.flush()
     return digest
+
+
+def _insert_if_absent(session: Session) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING`` into blobs, in the session's SQL dialect."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement: Insert = dialect.insert(Blob).on_conflict_do_nothing(index_elements=["sha256"])
+    return statement
 
 
 def release(session: Session, digests: Collection[str]) -> None:

@@ -66,7 +66,7 @@ TRIAL_MAGNITUDE = 2.0**64
 
 
 def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
-    """Refuse (400 ``not_finite``) an update whose server step alone would overflow the model.
+    """Refuse (400 ``would_overflow``) an update whose server step alone would overflow the model.
 
     Run before the update is accepted, under the job's lock. The next version's mean delta is
     a weighted average of accepted deltas, so with plain SGD (FedAvg, FedBuff) it cannot
@@ -81,7 +81,7 @@ def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
         server_optimizer(job_config(job).aggregation).apply(weights, delta, optimizer_state)
     except NonFiniteError as exc:
         raise InvalidUpdate(
-            f"update refused: it would make the model non-finite ({exc})", reason="not_finite"
+            f"update refused: it would make the model non-finite ({exc})", reason="would_overflow"
         ) from exc
 
 
@@ -106,7 +106,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
         raise InvalidUpdate(
             f"update refused: the version it completes would be non-finite ({exc})",
-            reason="not_finite",
+            reason="would_overflow",
         ) from exc
     return _commit_version(
         session,

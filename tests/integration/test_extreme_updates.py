@@ -34,7 +34,7 @@ def test_an_upload_that_would_make_the_model_infinite_is_refused_and_its_lease_s
         second.upload(second_task, extreme_delta(), num_examples=10)
     receipt = second.upload(second_task, small_delta(-1.0), num_examples=10)
 
-    assert (refused.value.status, refused.value.reason) == (400, "not_finite")
+    assert (refused.value.status, refused.value.reason) == (400, "would_overflow")
     assert "non-finite" in refused.value.message
     np.testing.assert_array_equal(coordinator.weights(job["id"], 1), kept)
     assert receipt.status == "accepted" and receipt.global_version == 2
@@ -54,7 +54,7 @@ def test_a_default_job_refuses_the_overflowing_upload_at_acceptance_and_keeps_th
     c.upload(c_task, small_delta(), num_examples=10)
     d.upload(d_task, small_delta(), num_examples=10)
 
-    assert (refused.value.status, refused.value.reason) == (400, "not_finite")
+    assert (refused.value.status, refused.value.reason) == (400, "would_overflow")
     assert [v["number"] for v in coordinator.versions(job["id"])] == [0, 1, 2]
     assert np.isfinite(coordinator.weights(job["id"], 2)).all()
 
@@ -68,6 +68,6 @@ def test_a_sync_report_that_would_make_the_model_infinite_is_refused(coordinator
     with pytest.raises(ProtocolError) as refused:
         second.upload(second_task, extreme_delta(), num_examples=10)
 
-    assert (refused.value.status, refused.value.reason) == (400, "not_finite")
+    assert (refused.value.status, refused.value.reason) == (400, "would_overflow")
     assert coordinator.job(job["id"])["current_version"] == 1
     assert np.isfinite(coordinator.weights(job["id"], 1)).all()
