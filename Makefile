@@ -45,12 +45,12 @@ $(FLOWER_STAMP): benchmarks/flower/requirements.txt constraints.txt
 	touch $@
 
 test: install $(TFLITE_STAMP) lint
-	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) -m pytest
+	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) -m pytest --cov --cov-report=term
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy fedge device_sdk coordinator
+	$(VENV)/bin/mypy fedge device_sdk coordinator simulator models
 	$(VENV)/bin/lint-imports
 
 format: install
