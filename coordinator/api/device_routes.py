@@ -141,6 +141,13 @@ async def download_weights(
 @router.put(
     "/leases/{lease_id}/update",
     responses={**AUTHENTICATED, **error_responses(404, 409, 413, 415)},
+    # The body is read raw (no pydantic model), so the spec names it here: the wire format.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def upload_update(
     lease_id: str,
