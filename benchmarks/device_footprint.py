@@ -57,26 +57,13 @@ import numpy as np
 
 from coordinator.served import ServedCoordinator
 from device_sdk.example_store import ExampleStore
+from device_sdk.footprint import FORBIDDEN_DISTRIBUTIONS
 from fedge.admin_client import AdminClient
 from simulator import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "device-footprint-admin-token"
-# Distributions a board must not get: TensorFlow and the coordinator's stack.
-FORBIDDEN = (
-    "tensorflow",
-    "tensorflow-cpu",
-    "keras",
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "sqlalchemy",
-    "alembic",
-    "psycopg",
-    "pydantic",
-    "scikit-learn",
-    "mlxtend",
-)
+FORBIDDEN = sorted(FORBIDDEN_DISTRIBUTIONS)  # what a board must not get
 # A venv's own tools: there before `pip install`, not part of Fedge's cost.
 VENV_TOOLS = ("pip", "setuptools")
 

@@ -19,20 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from device_sdk.footprint import FORBIDDEN_DISTRIBUTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
-# Distributions and top-level modules a board must not get.
-FORBIDDEN = {
-    "tensorflow",
-    "tensorflow-cpu",
-    "keras",
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "sqlalchemy",
-    "alembic",
-    "psycopg",
-    "pydantic",
-}
+FORBIDDEN = FORBIDDEN_DISTRIBUTIONS
 SERVER_MODULES = ["tensorflow", "keras", "fastapi", "starlette", "uvicorn", "sqlalchemy"]
 SERVER_MODULES += ["alembic", "psycopg", "pydantic"]
 # The rooms a device does not run: `fedge` may load their package and cli module, nothing more.
