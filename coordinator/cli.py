@@ -71,6 +71,8 @@ def _coordinator_serve(args: argparse.Namespace) -> int:
     from coordinator.settings import prepare_serve_environment
 
     prepare_serve_environment()  # one admin token for every worker; bad settings stop here
+    if args.workers > 1:
+        _migrate_before_fork()
     uvicorn.run(
         "coordinator.api.main:app_from_env",
         factory=True,
@@ -112,3 +114,21 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         command = admin_commands.add_parser(action, help=f"{action} of a job")
         command.add_argument("job", type=int)
     admin.set_defaults(run=_admin)
+
+
+def _migrate_before_fork() -> None:
+    """Create or upgrade the database once, before uvicorn forks its workers.
+
+    Workers opening a fresh SQLite file together race to switch it to WAL, and the loser's
+    start-up fails with "database is locked" (uvicorn then stops them all); once the schema
+    exists in WAL mode each worker's own upgrade is a no-op.
+    """
+    from coordinator.db.migrate import upgrade
+    from coordinator.db.session import make_engine
+    from coordinator.settings import Settings
+
+    engine = make_engine(Settings().db_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
