@@ -157,7 +157,6 @@ class Round(Base):
     target: Mapped[int] = mapped_column(Integer)  # reports that close the round
     minimum: Mapped[int] = mapped_column(Integer)  # fewer at the deadline: round fails
     to_select: Mapped[int] = mapped_column(Integer)  # target x over-selection
-    selected: Mapped[int] = mapped_column(Integer, default=0)
     reported: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[float] = mapped_column(Float)
     deadline_at: Mapped[float] = mapped_column(Float)
