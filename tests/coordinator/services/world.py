@@ -1,0 +1,165 @@
+"""A coordinator's world for service specifications: one plan, jobs, devices and a manual clock.
+
+Everything runs in the test's session, inside the outer transaction ``conftest.py`` rolls back;
+services are called directly, as the routes call them, with the clock's ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.api.schemas import CheckInRequest, CheckInResponse, JobCreate, Task, UploadReceipt
+from coordinator.blobs import put_blob
+from coordinator.db.models import Device, Job, Lease, LeaseStatus, Plan
+from coordinator.services import devices, jobs, leasing, plans, updates
+from coordinator.settings import Settings
+from fedge.clock import ManualClock
+from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
+from fedge.wire import decode_vector, encode_vector
+
+NUM_PARAMS = 4
+INITIAL_WEIGHTS = np.array([0.5, -0.5, 1.0, 2.0], np.float32)
+PLAN_BYTES = b"a tiny plan: the services never run it"
+
+
+def delta(*values: float) -> bytes:
+    """An encoded weight delta: one value repeated, or one value per weight."""
+    vector = np.full(NUM_PARAMS, values[0]) if len(values) == 1 else np.array(values)
+    return encode_vector(vector.astype(np.float32))
+
+
+def eligible(**changes: Any) -> CheckInRequest:
+    """The facts of a device every default job takes, with ``changes``."""
+    return CheckInRequest.model_validate({"num_examples": 50, **changes})
+
+
+@dataclass
+class World:
+    """The session, a clock, settings and a registered plan; builders for jobs and devices."""
+
+    session: Session
+    sessions: sessionmaker[Session]  # more sessions on the same connection, for services
+    clock: ManualClock  # that open their own transaction
+    settings: Settings
+    plan: Plan
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    def job(
+        self,
+        mode: str = "async",
+        *,
+        population: dict[str, Any] | None = None,
+        task: dict[str, Any] | None = None,
+        **aggregation: Any,
+    ) -> Job:
+        """A running job of the plan; keyword arguments are its aggregation config."""
+        request = JobCreate.model_validate(
+            {
+                "name": "spec job",
+                "plan_id": self.plan.id,
+                "aggregation": {"mode": mode, **aggregation},
+                "population": population or {},
+                "task": task or {},
+            }
+        )
+        return jobs.create_job(self.session, request, now=self.now)
+
+    def device(self) -> Device:
+        """A newly registered device."""
+        device_id, _ = devices.register(self.session, runtime="test", sdk_version="0", now=self.now)
+        return self.session.get_one(Device, device_id)
+
+    def check_in(self, device: Device, facts: CheckInRequest | None = None) -> CheckInResponse:
+        """``device`` checks in now with ``facts`` (eligible for every default job)."""
+        return leasing.check_in(
+            self.session, device, facts or eligible(), now=self.now, settings=self.settings
+        )
+
+    def task(self, device: Device, facts: CheckInRequest | None = None) -> Task:
+        """The task ``device`` gets by checking in now; fails the test if it gets none."""
+        answer = self.check_in(device, facts)
+        assert answer.task is not None, answer.retry
+        return answer.task
+
+    def upload(
+        self,
+        device: Device,
+        task: Task,
+        body: bytes,
+        *,
+        num_examples: int = 10,
+        base_version: int | None = None,
+    ) -> UploadReceipt:
+        """``device`` uploads ``body`` for ``task`` now."""
+        return updates.upload(
+            self.session,
+            device,
+            task.lease_id,
+            body,
+            base_version=task.global_version if base_version is None else base_version,
+            num_examples=num_examples,
+            metrics={},
+            now=self.now,
+        )
+
+    def lease(self, task: Task) -> Lease:
+        """The lease behind ``task``, as the database holds it once this session is flushed."""
+        self.session.flush()  # what the route's commit would write, then what others wrote
+        lease = self.session.get_one(Lease, task.lease_id)
+        self.session.refresh(lease)
+        return lease
+
+    def active_leases(self, device: Device) -> list[Lease]:
+        """``device``'s leases still marked active."""
+        return list(
+            self.session.scalars(
+                select(Lease).where(
+                    Lease.device_id == device.id, Lease.status == LeaseStatus.ACTIVE
+                )
+            )
+        )
+
+    def weights(self, job: Job, number: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The weights of version ``number`` of ``job``."""
+        return decode_vector(jobs.version_weights(self.session, job.id, number))
+
+
+def register_tiny_plan(session: Session, *, now: float) -> Plan:
+    """A plan of :data:`NUM_PARAMS` weights whose bytes are a stand-in: no TensorFlow needed."""
+    weights = encode_vector(INITIAL_WEIGHTS)
+    manifest = PlanManifest(
+        name="tiny",
+        version="1",
+        plan_file="tiny.tflite",
+        plan_sha256=hashlib.sha256(PLAN_BYTES).hexdigest(),
+        plan_bytes=len(PLAN_BYTES),
+        inputs={"x": TensorSpec((None, 3), "float32"), "y": TensorSpec((None,), "int32")},
+        num_classes=1,
+        num_params=NUM_PARAMS,
+        weights_layout=(
+            WeightSlice("dense/kernel", (3, 1), 0, 3),
+            WeightSlice("dense/bias", (1,), 3, 1),
+        ),
+        optimizer="sgd",
+        hparams=HyperParameters(learning_rate=0.1),
+        initial_weights_file="tiny.weights",
+        initial_weights_sha256=hashlib.sha256(weights).hexdigest(),
+        created_by="tests",
+    )
+    return plans.register_plan(
+        session,
+        manifest=json.loads(manifest.to_json()),
+        plan_sha256=put_blob(session, PLAN_BYTES, now=now),
+        initial_weights_sha256=put_blob(session, weights, now=now),
+        now=now,
+    )
