@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.api.schemas import CheckInRequest, CheckInResponse, JobCreate, Task, UploadReceipt
 from coordinator.blobs import put_blob
-from coordinator.db.models import Device, Job, Lease, LeaseStatus, Plan
-from coordinator.services import devices, jobs, leasing, plans, updates
+from coordinator.db.models import Device, Job, Lease, LeaseStatus, Plan, Round
+from coordinator.errors import CoordinatorError
+from coordinator.services import devices, jobs, leasing, maintenance, plans, updates
 from coordinator.settings import Settings
 from fedge.clock import ManualClock
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
@@ -112,6 +113,13 @@ class World:
             now=self.now,
         )
 
+    def record_rejection(self, error: CoordinatorError, device: Device, task: Task) -> None:
+        """Count a refused upload as the route does, in a transaction of its own."""
+        self.session.flush()
+        updates.record_rejection(
+            self.sessions, error, device_id=device.id, lease_id=task.lease_id, now=self.now
+        )
+
     def lease(self, task: Task) -> Lease:
         """The lease behind ``task``, as the database holds it once this session is flushed."""
         self.session.flush()  # what the route's commit would write, then what others wrote
@@ -128,6 +136,23 @@ class World:
                 )
             )
         )
+
+    def sweep(self) -> None:
+        """The periodic upkeep runs now, in its own transactions, after this session's writes."""
+        self.session.flush()  # the routes commit before the sweep can see anything
+        maintenance.sweep(self.sessions, now=self.now)
+
+    def rounds(self, job: Job) -> list[Round]:
+        """``job``'s rounds, oldest first, as the database holds them after a flush."""
+        self.session.flush()
+        statement = select(Round).where(Round.job_id == job.id).order_by(Round.number)
+        return list(self.session.scalars(statement.execution_options(populate_existing=True)))
+
+    def current_version(self, job: Job) -> int:
+        """``job``'s current version, as the database holds it."""
+        self.session.flush()
+        self.session.refresh(job)
+        return job.current_version
 
     def weights(self, job: Job, number: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         """The weights of version ``number`` of ``job``."""
