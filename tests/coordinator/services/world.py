@@ -46,8 +46,9 @@ class World:
     """The session, a clock, settings and a registered plan; builders for jobs and devices."""
 
     session: Session
-    sessions: sessionmaker[Session]  # more sessions on the same connection, for services
-    clock: ManualClock  # that open their own transaction
+    # More sessions on the same connection, for services that open their own transaction.
+    sessions: sessionmaker[Session]
+    clock: ManualClock
     settings: Settings
     plan: Plan
 
