@@ -60,7 +60,8 @@ import numpy as np
 
 from coordinator.served import ServedCoordinator
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
+from device_sdk.errors import ProtocolError
+from fedge.protocol import EligibilityFacts, Task
 from fedge.wire import decode_vector, encode_vector
 from tests.databases import POSTGRES_ADMIN, fresh_database, postgres_available
 

@@ -28,9 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
+from device_sdk.errors import ProtocolError
 from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
+from fedge.protocol import EligibilityFacts, Task
 from simulator.config import SimulationConfig
 from simulator.inprocess import ADMIN_TOKEN, InProcessCoordinator
 from simulator.run import ensure_plan

@@ -18,13 +18,14 @@ FedgeError (fedge.errors)
 from __future__ import annotations
 
 from fedge.errors import FedgeError
+from fedge.protocol import Reason
 
 
 class CoordinatorError(FedgeError):
     """Root of the coordinator's domain errors."""
 
     status_code = 500
-    reason = "internal"
+    reason: str = Reason.INTERNAL
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -37,73 +38,73 @@ class BadRequest(CoordinatorError):
     """Malformed or inconsistent input."""
 
     status_code = 400
-    reason = "bad_request"
+    reason: str = Reason.BAD_REQUEST
 
 
 class InvalidUpdate(BadRequest):
     """An update that cannot be aggregated: wrong length, NaN/Inf, norm above the bound."""
 
-    reason = "invalid_update"
+    reason: str = Reason.INVALID_UPDATE
 
 
 class Unauthorized(CoordinatorError):
     """A missing, malformed or unknown bearer token."""
 
     status_code = 401
-    reason = "unauthorized"
+    reason: str = Reason.UNAUTHORIZED
 
 
 class Forbidden(CoordinatorError):
     """A device acting as another device, or a device token on the admin API."""
 
     status_code = 403
-    reason = "forbidden"
+    reason: str = Reason.FORBIDDEN
 
 
 class NotFound(CoordinatorError):
     """An unknown job, lease, plan, version or blob."""
 
     status_code = 404
-    reason = "not_found"
+    reason: str = Reason.NOT_FOUND
 
 
 class Conflict(CoordinatorError):
     """The current state forbids the request."""
 
     status_code = 409
-    reason = "conflict"
+    reason: str = Reason.CONFLICT
 
 
 class LeaseClosed(Conflict):
     """The lease expired, was aborted, or already delivered a different update."""
 
-    reason = "lease_closed"
+    reason: str = Reason.LEASE_CLOSED
 
 
 class StaleUpdate(Conflict):
     """The update's base version is too old to be used."""
 
-    reason = "stale"
+    reason: str = Reason.STALE
 
 
 class WrongBaseVersion(Conflict):
     """The update claims a base version other than the one its lease handed out."""
 
-    reason = "wrong_base_version"
+    reason: str = Reason.WRONG_BASE_VERSION
 
 
 class PayloadTooLarge(CoordinatorError):
     """The request body exceeds the configured limit."""
 
     status_code = 413
-    reason = "too_large"
+    reason: str = Reason.TOO_LARGE
 
 
 class RateLimited(CoordinatorError):
     """Too many requests from one device; ``retry_after`` says when to come back."""
 
     status_code = 429
-    reason = "rate_limited"
+    reason: str = Reason.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -114,4 +115,4 @@ class UnsupportedMediaType(CoordinatorError):
     """A body sent with a content type the route does not take."""
 
     status_code = 415
-    reason = "unsupported_media_type"
+    reason: str = Reason.UNSUPPORTED_MEDIA_TYPE

@@ -1,6 +1,6 @@
 """A synchronous HTTP client for the coordinator's device protocol (httpx).
 
-:class:`CoordinatorClient` raises :class:`~device_sdk.protocol.ProtocolError` for a refusal and
+:class:`CoordinatorClient` raises :class:`~device_sdk.errors.ProtocolError` for a refusal and
 ``httpx.TransportError`` for a lost connection; :func:`attempt` is the one place both become the
 session's :class:`~device_sdk.session.Failure`, for every performer (runner, durable runner,
 simulator).
@@ -15,8 +15,21 @@ from typing import Any, TypeVar
 
 import httpx
 
-from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task, UploadReceipt
+from device_sdk.errors import ProtocolError
 from device_sdk.session import Failure
+from fedge import protocol
+from fedge.protocol import (
+    AbortReason,
+    AbortRequest,
+    CheckInResponse,
+    EligibilityFacts,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+    RetryWindow,
+    Task,
+    UploadReceipt,
+)
 from fedge.wire import MEDIA_TYPE
 
 T = TypeVar("T")
@@ -48,18 +61,22 @@ class CoordinatorClient:
 
     def register(self, *, runtime: str = "", sdk_version: str = "") -> tuple[str, str]:
         """Register; remember and return ``(device_id, token)``."""
-        body = self._json(
-            "POST", "/v1/devices", json={"runtime": runtime, "sdk_version": sdk_version}
-        )
-        self.token = str(body["token"])
-        return str(body["device_id"]), self.token
+        request = RegisterRequest(runtime=runtime, sdk_version=sdk_version)
+        body = self._json("POST", protocol.REGISTER, json=asdict(request))
+        registered = protocol.parse(RegisterResponse, body)
+        self.token = registered.token
+        return registered.device_id, registered.token
 
     def check_in(self, facts: EligibilityFacts) -> Task | RetryWindow:
         """A task, or the window to retry within."""
-        body = self._json("POST", "/v1/check-in", json=asdict(facts))
-        if body.get("task"):
-            return Task.from_json(body["task"])
-        return RetryWindow(**body["retry"])
+        answer = protocol.parse(
+            CheckInResponse, self._json("POST", protocol.CHECK_IN, json=asdict(facts))
+        )
+        if answer.task is not None:
+            return answer.task
+        if answer.retry is None:
+            raise ProtocolError(200, "unreadable", "a check-in answer with neither task nor retry")
+        return answer.retry
 
     def download(self, url: str) -> bytes:
         """Bytes of a plan or weights URL handed out with a task."""
@@ -76,14 +93,13 @@ class CoordinatorClient:
         """Upload an encoded weight delta for ``task``; safe to retry."""
         headers = {
             "Content-Type": MEDIA_TYPE,
-            "X-Fedge-Base-Version": str(task.global_version),
-            "X-Fedge-Num-Examples": str(num_examples),
-            "X-Fedge-Metrics": json.dumps(metrics or {}),
+            protocol.HEADER_BASE_VERSION: str(task.global_version),
+            protocol.HEADER_NUM_EXAMPLES: str(num_examples),
+            protocol.HEADER_METRICS: json.dumps(metrics or {}),
         }
-        body = self._json(
-            "PUT", f"/v1/leases/{task.lease_id}/update", content=update, headers=headers
-        )
-        return UploadReceipt(**body)
+        url = protocol.UPDATE.format(lease_id=task.lease_id)
+        body = self._json("PUT", url, content=update, headers=headers)
+        return protocol.parse(UploadReceipt, body)
 
     def heartbeat(self, task: Task) -> float:
         """Confirm the device still works on ``task``; the time by which to confirm again.
@@ -91,21 +107,22 @@ class CoordinatorClient:
         A :class:`ProtocolError` 409 ``lease_closed`` means stop: the lease ended (its round
         reached its target, or it expired) and an upload would be refused.
         """
-        body = self._json("POST", f"/v1/leases/{task.lease_id}/heartbeat")
-        return float(body["alive_until"])
+        body = self._json("POST", protocol.HEARTBEAT.format(lease_id=task.lease_id))
+        return protocol.parse(HeartbeatResponse, body).alive_until
 
-    def abort(self, task: Task, reason: str, detail: str = "") -> None:
+    def abort(self, task: Task, reason: AbortReason, detail: str = "") -> None:
         """Give a task back so its slot frees at once."""
-        self._send(
-            "POST", f"/v1/leases/{task.lease_id}/abort", json={"reason": reason, "detail": detail}
-        )
+        request = AbortRequest(reason=reason, detail=detail)
+        self._send("POST", protocol.ABORT.format(lease_id=task.lease_id), json=asdict(request))
 
     def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         response = self._send(method, url, **kwargs)
         try:
-            body: dict[str, Any] = response.json()
+            body = response.json()
         except ValueError as exc:
             raise ProtocolError(response.status_code, "unreadable", response.text[:200]) from exc
+        if not isinstance(body, dict):
+            raise ProtocolError(response.status_code, "unreadable", response.text[:200])
         return body
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -22,12 +22,12 @@ from device_sdk.client import CoordinatorClient, attempt
 from device_sdk.downloads import BlobDownloader
 from device_sdk.eligibility import BATTERY, USER_ACTIVITY, Probe, ProbeError
 from device_sdk.example_store import ExampleSource, ExampleStoreError
-from device_sdk.protocol import EligibilityFacts, RetryWindow, Task, UploadReceipt
 from device_sdk.runner import Examples, LocalRunner
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import Abort, Action, CheckIn, Download, Failure, Train, Upload
 from device_sdk.state import AgentState, StateCorruptError, StateError, StateStore, TaskRecord
 from device_sdk.trainer import TrainResult
+from fedge.protocol import AbortReason, EligibilityFacts, RetryWindow, Task, UploadReceipt
 from fedge.wire import decode_vector
 
 if TYPE_CHECKING:
@@ -175,13 +175,15 @@ class DurableRunner(LocalRunner):
         if record is None:
             return
         lease = record.task.lease_id
-        reason, detail = "other", "the agent restarted mid-task"
+        reason: AbortReason = "other"
+        detail = "the agent restarted mid-task"
         if record.on_resume == "upload":
             try:
                 self.store.read_update(record)
             except StateError as lost:
                 log.error("lease %s cannot be resumed: %s", lease, lost)
-                reason, detail = "error", "its saved update was lost"
+                reason = "error"
+                detail = "its saved update was lost"
             else:
                 log.info("resuming lease %s: uploading its saved update again", lease)
                 self._replay = record

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from device_sdk.errors import DeviceError
-from device_sdk.protocol import EligibilityFacts
+from fedge.protocol import EligibilityFacts
 
 # Why a device is not eligible. "battery" and "user_activity" are also abort reasons the
 # coordinator knows (device_sdk.session), so an interrupted task reports them unchanged.

@@ -20,10 +20,8 @@ import numpy.typing as npt
 from device_sdk.client import CoordinatorClient, attempt
 from device_sdk.errors import DeviceError, TrainingError
 from device_sdk.plan_runner import PlanRunner
-from device_sdk.protocol import Task
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import (
-    LEASE_CLOSED,
     Abort,
     Action,
     CheckIn,
@@ -38,6 +36,7 @@ from device_sdk.session import (
 from device_sdk.trainer import LocalTrainingConfig, TrainResult, train_locally
 from fedge.errors import ManifestError, WireFormatError
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
+from fedge.protocol import Reason, Task
 from fedge.wire import decode_vector
 
 Examples = tuple[npt.NDArray[Any], npt.NDArray[Any]]
@@ -69,7 +68,7 @@ class LocalRunner:
         stops the training as :class:`Interrupted`. Without it, ``still_eligible()`` is asked.
         A task that asks for heartbeats gets one every ``heartbeat_seconds`` (by
         ``monotonic()``, from the check-in that handed it out), sent between training steps; a
-        closed lease stops the training as ``Interrupted("lease_closed")``.
+        closed lease stops the training as ``Interrupted(Reason.LEASE_CLOSED)``.
         """
         if examples is None:
             if x is None or y is None:
@@ -171,7 +170,7 @@ class LocalRunner:
                 return None
             beats.sent(now)
             if not Heartbeats.lease_alive(attempt(lambda: self.client.heartbeat(task))):
-                return LEASE_CLOSED
+                return Reason.LEASE_CLOSED
             return None
 
         return watch

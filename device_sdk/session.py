@@ -23,14 +23,23 @@ task was handed out, then one interval after each beat) and what an answer means
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from device_sdk.protocol import EligibilityFacts, RetryWindow, Task, UploadReceipt
 from device_sdk.trainer import TrainResult
+from fedge.protocol import (
+    LEASE_GONE,
+    AbortReason,
+    EligibilityFacts,
+    Reason,
+    RetryWindow,
+    Task,
+    UploadReceipt,
+)
 from fedge.wire import encode_vector
 
 # --- actions a session yields ---------------------------------------------------------------
@@ -84,7 +93,7 @@ class Abort:
     """Tell the coordinator the task is given up. Result: None or a Failure (ignored)."""
 
     task: Task
-    reason: str
+    reason: AbortReason
 
 
 Action = CheckIn | Sleep | Download | Train | Upload | Abort
@@ -112,16 +121,11 @@ class Failure:
 class Interrupted:
     """Training stopped early: eligibility lost (battery, user, heat), or the lease closed.
 
-    ``LEASE_CLOSED`` is the reason when a heartbeat was refused.
+    ``Reason.LEASE_CLOSED`` is the reason when a heartbeat was refused: the server already
+    closed the lease, so there is nothing to abort.
     """
 
     reason: str
-
-
-# The reason of an Interrupted whose lease the server already closed: there is nothing to abort.
-LEASE_CLOSED = "lease_closed"
-# Heartbeat answers that mean the lease is gone (closed, unknown, not this device's): stop.
-LEASE_GONE = frozenset({403, 404, 409})
 
 
 @dataclass
@@ -252,12 +256,12 @@ def _run_task(
             attempt += 1
 
     outcome = yield Train(task, blobs["plan"], blobs["weights"])
-    if isinstance(outcome, Interrupted) and outcome.reason == LEASE_CLOSED:
+    if isinstance(outcome, Interrupted) and outcome.reason == Reason.LEASE_CLOSED:
         stats.uploads_refused += 1  # its round closed or it expired: the server let it go
         return
     if isinstance(outcome, Interrupted | Failure):
         reason = outcome.reason if isinstance(outcome, Interrupted) else "error"
-        yield Abort(task, reason if reason in _ABORT_REASONS else "other")
+        yield Abort(task, _abort_reason(reason))
         stats.aborts += 1
         return
     trained: TrainResult = outcome
@@ -280,7 +284,12 @@ def _run_task(
         attempt += 1
 
 
-_ABORT_REASONS = {"battery", "user_activity", "not_eligible", "error", "timeout", "other"}
+def _abort_reason(reason: str) -> AbortReason:
+    """The protocol's abort reason for an interruption (``other`` for one it has no name for)."""
+    for known in typing.get_args(AbortReason):
+        if reason == known:
+            return typing.cast(AbortReason, known)
+    return "other"
 
 
 def _wait(failure: Failure, attempt: int, backoff: Backoff, rng: np.random.Generator) -> float:

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from device_sdk.errors import DeviceError
-from device_sdk.protocol import Task
+from fedge import protocol
+from fedge.protocol import Task
 
 Phase = Literal["downloaded", "trained", "uploaded"]
 Resume = Literal["abort", "upload", "forget"]
@@ -347,7 +348,7 @@ def _record_from_json(raw: dict[str, Any]) -> TaskRecord:
     if digest is not None and not _SHA256.fullmatch(str(digest)):
         raise ValueError(f"update_sha256 {digest!r} is not a sha256")  # it becomes a path
     return TaskRecord(
-        task=Task.from_json(raw["task"]),
+        task=protocol.parse(Task, raw["task"]),
         phase=phase,
         update_sha256=digest,
         num_examples=int(raw["num_examples"]),

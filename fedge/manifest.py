@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,11 +52,18 @@ class WeightSlice:
 
 @dataclass(frozen=True)
 class HyperParameters:
-    """Local training hyper-parameters; a coordinator may override them per task."""
+    """Local training hyper-parameters: the plan's defaults, which a job may override per task.
+
+    The one definition: a manifest holds the plan's, a task (:class:`fedge.protocol.Task`)
+    carries the ones a device must train with.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"use_attribute_docstrings": True}
 
     learning_rate: float
     momentum: float = 0.0
-    mu: float = 0.0  # FedProx proximal term (Li et al., MLSys 2020); 0 is plain FedAvg
+    mu: float = 0.0
+    """FedProx proximal term (Li et al., MLSys 2020); 0 is plain FedAvg"""
     batch_size: int = 32
     local_epochs: int = 1
 

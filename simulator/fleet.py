@@ -36,9 +36,7 @@ from typing import Any
 import numpy as np
 
 from device_sdk.client import CoordinatorClient, attempt
-from device_sdk.protocol import EligibilityFacts, RetryWindow, Task, UploadReceipt
 from device_sdk.session import (
-    LEASE_CLOSED,
     Abort,
     Action,
     Backoff,
@@ -52,6 +50,7 @@ from device_sdk.session import (
     Upload,
     device_session,
 )
+from fedge.protocol import EligibilityFacts, Reason, RetryWindow, Task, UploadReceipt
 from simulator.events import EventQueue
 from simulator.population import Fate, Population
 from simulator.training import Trainers, TrainTask
@@ -294,7 +293,7 @@ class Fleet:
         # Due already if the downloads took an interval or more.
         if beats.is_due(now) and not self._heartbeat(busy, beats):
             rtt = float(self.population.rtt_s[device])
-            self._later(busy, rtt, RESUME, Interrupted(LEASE_CLOSED))
+            self._later(busy, rtt, RESUME, Interrupted(Reason.LEASE_CLOSED))
             return
         if fate is not None and fate.drop_phase == "training":
             working = fate.drop_fraction * seconds
@@ -318,7 +317,7 @@ class Fleet:
         beats = busy.beats
         assert beats is not None and beats.interval is not None
         if not self._heartbeat(busy, beats):
-            self._advance(busy, Interrupted(LEASE_CLOSED))
+            self._advance(busy, Interrupted(Reason.LEASE_CLOSED))
             return
         if beats.due < working_until:  # same step: training stays due
             self._later(busy, beats.interval, BEAT, working_until)

@@ -27,12 +27,12 @@ import numpy as np
 
 from device_sdk.errors import DeviceError
 from device_sdk.plan_runner import PlanRunner
-from device_sdk.protocol import Task
 from device_sdk.runner import train_task
 from device_sdk.session import Failure
 from device_sdk.trainer import TrainResult
 from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
+from fedge.protocol import Task
 from simulator.device_data import DeviceData, PartitionConfig
 
 

@@ -44,12 +44,12 @@ from exchange import FEDGE_FILE, Problem, save_trajectory
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts
 from device_sdk.runner import LocalRunner
 from device_sdk.session import device_session
 from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.manifest import PlanManifest
+from fedge.protocol import EligibilityFacts
 from fedge.wire import decode_vector
 from simulator.datasets import Dataset, synthetic_fedprox
 

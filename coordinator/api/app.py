@@ -31,6 +31,7 @@ from coordinator.ratelimit import RateLimiter
 from coordinator.services.maintenance import sweep
 from coordinator.settings import Settings
 from fedge.clock import Clock, SystemClock
+from fedge.protocol import Reason
 
 log = logging.getLogger("fedge.coordinator")
 
@@ -112,7 +113,7 @@ def create_app(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         return JSONResponse(
-            status_code=422, content={"error": "invalid_request", "message": problems}
+            status_code=422, content={"error": Reason.INVALID_REQUEST, "message": problems}
         )
 
     @app.exception_handler(HTTPException)

@@ -1,4 +1,4 @@
-"""The device protocol, versioned under ``/v1``: register, check in, download, upload, abort."""
+"""The device protocol's routes (:mod:`fedge.protocol`): register, check in, download, upload."""
 
 from __future__ import annotations
 
@@ -19,25 +19,24 @@ from coordinator.api.deps import (
     load_device,
 )
 from coordinator.api.limits import read_body
-from coordinator.api.schemas import (
-    AbortRequest,
-    CheckInRequest,
-    CheckInResponse,
-    HeartbeatResponse,
-    Id,
-    RegisterRequest,
-    RegisterResponse,
-    UploadReceipt,
-    VersionNumber,
-    error_responses,
-)
+from coordinator.api.schemas import Id, VersionNumber, error_responses
 from coordinator.blobs import get_blob
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
 from coordinator.services import devices, jobs, leasing, updates
+from fedge import protocol
+from fedge.protocol import (
+    AbortRequest,
+    CheckInResponse,
+    EligibilityFacts,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+    UploadReceipt,
+)
 from fedge.wire import MEDIA_TYPE
 
-router = APIRouter(prefix="/v1", tags=["devices"])
+router = APIRouter(tags=["devices"])
 # A device route authenticates (400 for two Authorization headers, 401, 403) and is rate-limited.
 AUTHENTICATED = error_responses(400, 401, 403, 422, 429)
 DOWNLOAD = {
@@ -49,7 +48,7 @@ DOWNLOAD = {
 }
 
 
-@router.post("/devices", status_code=201, responses=error_responses(400, 413, 422))
+@router.post(protocol.REGISTER, status_code=201, responses=error_responses(400, 413, 422))
 async def register(
     body: RegisterRequest, sessions: Sessions, clock: AppClock, offload: Blocking
 ) -> RegisterResponse:
@@ -65,9 +64,9 @@ async def register(
     return await offload(work)
 
 
-@router.post("/check-in", responses={**AUTHENTICATED, **error_responses(404, 413)})
+@router.post(protocol.CHECK_IN, responses={**AUTHENTICATED, **error_responses(404, 413)})
 async def check_in(
-    body: CheckInRequest,
+    body: EligibilityFacts,
     telemetry: AppTelemetry,
     credentials: Credentials,
     sessions: Sessions,
@@ -88,7 +87,7 @@ async def check_in(
 
 
 @router.get(
-    "/plans/{plan_sha256}",
+    protocol.PLAN,
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, **DOWNLOAD},
 )
@@ -114,7 +113,7 @@ async def download_plan(
 
 
 @router.get(
-    "/jobs/{job_id}/versions/{number}/weights",
+    protocol.WEIGHTS,
     response_class=Response,
     responses={200: {"content": {MEDIA_TYPE: {}}}, **DOWNLOAD},
 )
@@ -139,7 +138,7 @@ async def download_weights(
 
 
 @router.put(
-    "/leases/{lease_id}/update",
+    protocol.UPDATE,
     responses={**AUTHENTICATED, **error_responses(404, 409, 413, 415)},
     # The body is read raw (no pydantic model), so the spec names it here: the wire format.
     openapi_extra={
@@ -157,16 +156,25 @@ async def upload_update(
     clock: AppClock,
     settings: AppSettings,
     offload: Blocking,
-    x_fedge_base_version: Annotated[int, Header(description="version the update was trained from")],
-    x_fedge_num_examples: Annotated[int, Header(description="local examples trained on")],
-    x_fedge_metrics: Annotated[str, Header(description="JSON object of local metrics")] = "{}",
+    base_version: Annotated[
+        int,
+        Header(
+            alias=protocol.HEADER_BASE_VERSION, description="version the update was trained from"
+        ),
+    ],
+    num_examples: Annotated[
+        int, Header(alias=protocol.HEADER_NUM_EXAMPLES, description="local examples trained on")
+    ],
+    metrics_json: Annotated[
+        str, Header(alias=protocol.HEADER_METRICS, description="JSON object of local metrics")
+    ] = "{}",
 ) -> UploadReceipt:
     """Upload a weight delta (binary wire format). Idempotent per lease: a retry counts once."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != MEDIA_TYPE:
         raise UnsupportedMediaType(f"send the update as Content-Type: {MEDIA_TYPE}")
     body = await read_body(request, settings.max_body_bytes)
-    metrics = _metrics(x_fedge_metrics)
+    metrics = _metrics(metrics_json)
 
     def accept() -> UploadReceipt:
         now = clock.now()
@@ -177,8 +185,8 @@ async def upload_update(
                     load_device(session, device_id),
                     lease_id,
                     body,
-                    base_version=x_fedge_base_version,
-                    num_examples=x_fedge_num_examples,
+                    base_version=base_version,
+                    num_examples=num_examples,
                     metrics=metrics,
                     now=now,
                 )
@@ -191,9 +199,7 @@ async def upload_update(
     return await offload(accept)
 
 
-@router.post(
-    "/leases/{lease_id}/heartbeat", responses={**AUTHENTICATED, **error_responses(404, 409)}
-)
+@router.post(protocol.HEARTBEAT, responses={**AUTHENTICATED, **error_responses(404, 409)})
 async def heartbeat(
     lease_id: str,
     credentials: Credentials,
@@ -217,7 +223,7 @@ async def heartbeat(
 
 
 @router.post(
-    "/leases/{lease_id}/abort",
+    protocol.ABORT,
     status_code=204,
     response_class=Response,
     responses={**AUTHENTICATED, **error_responses(404, 409, 413)},
@@ -307,7 +313,10 @@ def _metrics(raw: str) -> dict[str, Any]:
     try:
         metrics = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"X-Fedge-Metrics is not valid JSON: {exc}") from exc
-    if not isinstance(metrics, dict) or len(raw) > 4096:
-        raise BadRequest("X-Fedge-Metrics must be a JSON object of at most 4 KiB")
+        raise BadRequest(f"{protocol.HEADER_METRICS} is not valid JSON: {exc}") from exc
+    if not isinstance(metrics, dict) or len(raw) > protocol.MAX_METRICS_BYTES:
+        raise BadRequest(
+            f"{protocol.HEADER_METRICS} must be a JSON object of at most "
+            f"{protocol.MAX_METRICS_BYTES} bytes"
+        )
     return metrics

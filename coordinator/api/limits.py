@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 
 from coordinator.errors import BadRequest, CoordinatorError, PayloadTooLarge, Unauthorized
+from fedge import protocol
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -34,7 +35,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 # Routes that read their (binary) body themselves with read_body and ``max_body_bytes``.
 _RAW_BODY_ROUTES = re.compile(r"^/v1/(admin/blobs|leases/[^/]+/update)$")
-_PUBLIC_ROUTES = {("POST", "/v1/devices")}
+_PUBLIC_ROUTES = {("POST", protocol.REGISTER)}
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -110,7 +111,7 @@ class RequestEdges:
                 "'Authorization: Bearer <token>'"
             )
         path, method = scope["path"], scope["method"]
-        if path.startswith("/v1/") and (method, path) not in _PUBLIC_ROUTES:
+        if path.startswith(protocol.PREFIX + "/") and (method, path) not in _PUBLIC_ROUTES:
             bearer_token(authorizations[0].decode("latin-1") if authorizations else None)
         if _RAW_BODY_ROUTES.match(path):
             return

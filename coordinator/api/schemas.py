@@ -1,4 +1,7 @@
-"""Pydantic models at the HTTP edge: request bodies, answers, job configuration."""
+"""Pydantic models at the HTTP edge: admin requests and views, job configuration.
+
+The device protocol's messages are defined once, in :mod:`fedge.protocol`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from fedge.protocol import ErrorBody
 
 
 class Strict(BaseModel):
@@ -23,110 +28,6 @@ def _not_a_bool(value: object) -> object:
 # JSON Schema's numbers: 3 and 3.0, but not ``false``, which pydantic's lax int/float take as 0.
 Count = Annotated[int, BeforeValidator(_not_a_bool)]
 Amount = Annotated[float, BeforeValidator(_not_a_bool)]
-
-
-# --- devices -------------------------------------------------------------------------------
-
-
-class RegisterRequest(Strict):
-    """What a device says about itself when it registers."""
-
-    runtime: str = Field("", max_length=64, description="TFLite runtime, e.g. ai_edge_litert")
-    sdk_version: str = Field("", max_length=32)
-
-
-class RegisterResponse(BaseModel):
-    """A device id and the bearer token the device must present from now on."""
-
-    device_id: str
-    token: str
-
-
-class CheckInRequest(Strict):
-    """Eligibility facts a device reports at check-in (Bonawitz et al. 2019, §2)."""
-
-    charging: bool = Field(True, strict=True)
-    idle: bool = Field(True, strict=True)
-    unmetered: bool = Field(True, strict=True)
-    free_memory_mb: Amount = Field(1024.0, ge=0)
-    num_examples: Count = Field(..., ge=0, description="local examples available for training")
-    runtime: str = Field("", max_length=64)
-    sdk_version: str = Field("", max_length=32)
-
-
-class TaskHyperParameters(BaseModel):
-    """Local training hyper-parameters handed to the device with a task."""
-
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    mu: Amount = Field(description="FedProx proximal term (Li et al., MLSys 2020); 0 = FedAvg")
-
-
-class Task(BaseModel):
-    """A lease on one unit of work: train plan P from version V, upload before the deadline."""
-
-    lease_id: str
-    job_id: int
-    plan_sha256: str
-    plan_url: str
-    global_version: int
-    weights_url: str
-    weights_sha256: str
-    hparams: TaskHyperParameters
-    deadline: Amount = Field(description="clock seconds; an upload after it is refused")
-    round: int | None = None
-    heartbeat_seconds: float | None = Field(
-        None, description="send POST /v1/leases/{id}/heartbeat this often while working"
-    )
-
-
-class RetryWindow(BaseModel):
-    """Come back after a uniformly jittered delay in ``[min, max]`` seconds (pace steering)."""
-
-    min: float
-    max: float
-    reason: str
-
-
-class CheckInResponse(BaseModel):
-    """Either a task or a retry window, never both."""
-
-    task: Task | None = None
-    retry: RetryWindow | None = None
-
-
-class UploadReceipt(BaseModel):
-    """The coordinator's answer to an upload."""
-
-    status: Literal["accepted", "already_accepted"]
-    lease_id: str
-    global_version: Count = Field(description="the current global version after this upload")
-    staleness: int
-    clipped: bool = False
-
-
-class HeartbeatResponse(BaseModel):
-    """The lease lives on: confirm again before ``alive_until``."""
-
-    lease_id: str
-    alive_until: Amount = Field(description="clock seconds; silent past it, the lease expires")
-    deadline: float
-
-
-class AbortRequest(Strict):
-    """Why a device gave up its task."""
-
-    reason: Literal["battery", "user_activity", "not_eligible", "error", "timeout", "other"]
-    detail: str = Field("", max_length=500)
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx answer: a machine-readable reason and a message a person can act on."""
-
-    error: str = Field(description="machine-readable reason, e.g. not_found, lease_closed")
-    message: str
 
 
 # The ids are 32-bit integer columns (PostgreSQL INTEGER): a larger one is refused with 422

@@ -13,15 +13,7 @@ import uuid
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from coordinator.api.schemas import (
-    HEARTBEAT_GRACE,
-    CheckInRequest,
-    CheckInResponse,
-    JobCreate,
-    RetryWindow,
-    Task,
-    TaskHyperParameters,
-)
+from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import (
     Device,
     Job,
@@ -40,10 +32,12 @@ from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
 from coordinator.services.plans import get_plan, manifest_of
 from coordinator.settings import Settings
+from fedge import protocol
+from fedge.protocol import CheckInResponse, EligibilityFacts, HyperParameters, RetryWindow, Task
 
 
 def check_in(
-    session: Session, device: Device, facts: CheckInRequest, *, now: float, settings: Settings
+    session: Session, device: Device, facts: EligibilityFacts, *, now: float, settings: Settings
 ) -> CheckInResponse:
     """A task from the first running job that wants this device, else a retry window."""
     device.runtime = facts.runtime or device.runtime
@@ -196,7 +190,7 @@ def _ineligible(
     job: Job,
     config: JobCreate,
     device: Device,
-    facts: CheckInRequest,
+    facts: EligibilityFacts,
     now: float,
 ) -> str | None:
     """Why this device may not train for this job now, or None if it may."""
@@ -266,11 +260,11 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         lease_id=lease.id,
         job_id=job.id,
         plan_sha256=plan.plan_sha256,
-        plan_url=f"/v1/plans/{plan.plan_sha256}",
+        plan_url=protocol.PLAN.format(plan_sha256=plan.plan_sha256),
         global_version=lease.base_version,
-        weights_url=f"/v1/jobs/{job.id}/versions/{lease.base_version}/weights",
+        weights_url=protocol.WEIGHTS.format(job_id=job.id, number=lease.base_version),
         weights_sha256=version.weights_sha256,
-        hparams=TaskHyperParameters(
+        hparams=HyperParameters(
             local_epochs=local.local_epochs or defaults.local_epochs,
             batch_size=local.batch_size or defaults.batch_size,
             learning_rate=local.learning_rate or defaults.learning_rate,

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.aggregation import clip_by_norm
-from coordinator.api.schemas import UploadReceipt
 from coordinator.blobs import put_blob
 from coordinator.db.models import (
     Device,
@@ -44,6 +43,7 @@ from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
 from fedge.errors import WireFormatError
+from fedge.protocol import Reason, UploadReceipt
 from fedge.wire import decode_vector, encode_vector
 
 MAX_EXAMPLES = 10_000_000
@@ -83,7 +83,8 @@ def upload(
     if bound is not None and norm > bound:
         if config.aggregation.norm_policy == "reject":
             raise InvalidUpdate(
-                f"update norm {norm:.4g} exceeds the bound {bound:.4g}", reason="norm_too_large"
+                f"update norm {norm:.4g} exceeds the bound {bound:.4g}",
+                reason=Reason.NORM_TOO_LARGE,
             )
         delta, clipped = clip_by_norm(delta, bound)
         body = encode_vector(delta)
@@ -222,5 +223,5 @@ def _decode(body: bytes, num_params: int) -> np.ndarray[Any, np.dtype[np.float32
     except WireFormatError as exc:
         raise InvalidUpdate(f"update body is not a valid weight delta: {exc}") from exc
     if not np.isfinite(delta).all():
-        raise InvalidUpdate("update contains NaN or Inf", reason="non_finite")
+        raise InvalidUpdate("update contains NaN or Inf", reason=Reason.NON_FINITE)
     return delta

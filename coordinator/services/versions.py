@@ -35,6 +35,7 @@ from coordinator.services.jobs import (
     version_weights,
 )
 from coordinator.services.plans import get_plan
+from fedge.protocol import Reason
 from fedge.wire import decode_vector, encode_vector
 
 
@@ -81,7 +82,8 @@ def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
         server_optimizer(job_config(job).aggregation).apply(weights, delta, optimizer_state)
     except NonFiniteError as exc:
         raise InvalidUpdate(
-            f"update refused: it would make the model non-finite ({exc})", reason="would_overflow"
+            f"update refused: it would make the model non-finite ({exc})",
+            reason=Reason.WOULD_OVERFLOW,
         ) from exc
 
 
@@ -106,7 +108,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
         raise InvalidUpdate(
             f"update refused: the version it completes would be non-finite ({exc})",
-            reason="would_overflow",
+            reason=Reason.WOULD_OVERFLOW,
         ) from exc
     return _commit_version(
         session,

@@ -23,12 +23,12 @@ from device_sdk.example_store import (
     NpzShardStore,
     open_examples,
 )
-from device_sdk.protocol import HyperParameters, Task
 from device_sdk.runner import describe_plan
 from device_sdk.session import Failure
 from device_sdk.state import AgentState, StateStore
 from fedge.clock import ManualClock
 from fedge.manifest import PlanManifest
+from fedge.protocol import HyperParameters, Task
 from fedge.wire import encode_vector
 
 SERVER = "http://coordinator.test"

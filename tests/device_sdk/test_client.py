@@ -4,8 +4,8 @@ import httpx
 import pytest
 
 from device_sdk.client import CoordinatorClient, attempt
-from device_sdk.protocol import EligibilityFacts, RetryWindow
 from device_sdk.session import Failure
+from fedge.protocol import EligibilityFacts, RetryWindow
 
 
 def _client(answer):

@@ -17,7 +17,7 @@ from device_sdk.eligibility import (
     TermuxProbe,
     detect_probe,
 )
-from device_sdk.protocol import EligibilityFacts
+from fedge.protocol import EligibilityFacts
 
 GOOD = Readings(
     charging=True,

@@ -5,9 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from device_sdk.protocol import EligibilityFacts, HyperParameters, RetryWindow, Task, UploadReceipt
 from device_sdk.session import (
-    LEASE_CLOSED,
     Abort,
     Backoff,
     CheckIn,
@@ -21,6 +19,14 @@ from device_sdk.session import (
     device_session,
 )
 from device_sdk.trainer import TrainResult
+from fedge.protocol import (
+    EligibilityFacts,
+    HyperParameters,
+    Reason,
+    RetryWindow,
+    Task,
+    UploadReceipt,
+)
 
 TASK = Task(
     lease_id="lease-1",
@@ -163,7 +169,7 @@ def test_a_lease_closed_mid_training_ends_the_task_without_an_abort_or_an_upload
     session.send(b"plan")
     session.send(b"weights")
 
-    after = session.send(Interrupted(LEASE_CLOSED))  # a heartbeat was refused: round closed
+    after = session.send(Interrupted(Reason.LEASE_CLOSED))  # a heartbeat was refused: round closed
 
     assert isinstance(after, CheckIn)  # nothing to abort, nothing to upload: next task
 

@@ -7,7 +7,6 @@ import stat
 
 import pytest
 
-from device_sdk.protocol import HyperParameters, Task
 from device_sdk.state import (
     AgentState,
     PlanCache,
@@ -19,6 +18,7 @@ from device_sdk.state import (
     write_atomic,
 )
 from fedge.clock import ManualClock
+from fedge.protocol import HyperParameters, Task
 
 TASK = Task(
     lease_id="lease-7",

@@ -18,9 +18,9 @@ import uvicorn
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts
 from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
+from fedge.protocol import EligibilityFacts
 from fedge.wire import decode_vector
 from tests.databases import fresh_database
 

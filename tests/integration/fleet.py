@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, text
 
 from coordinator.served import ServedCoordinator, free_port  # noqa: F401 (the tests use it)
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts, ProtocolError, Task
+from device_sdk.errors import ProtocolError
+from fedge.protocol import EligibilityFacts, Task
 from fedge.wire import decode_vector, encode_vector
 from tests.integration.conftest import ADMIN_TOKEN, LiveCoordinator
 

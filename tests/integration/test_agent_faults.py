@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from device_sdk.agent import AgentConfig, run
 from device_sdk.eligibility import FakeProbe, Readings
 from device_sdk.example_store import NpzShardStore
-from device_sdk.protocol import Task
+from fedge.protocol import Task
 from tests.databases import fresh_database
 from tests.integration.conftest import FACTS
 from tests.integration.faulty_proxy import FaultyProxy

@@ -5,8 +5,9 @@ import pytest
 
 from coordinator.services.devices import LAST_SEEN_RESOLUTION
 from device_sdk import LocalTrainingConfig, PlanRunner, train_locally
-from device_sdk.protocol import ProtocolError, RetryWindow, Task
+from device_sdk.errors import ProtocolError
 from fedge.manifest import PlanManifest
+from fedge.protocol import RetryWindow, Task
 from fedge.wire import decode_vector, encode_vector
 from simulator.datasets import synthetic_fedprox
 from tests.integration.conftest import FACTS

@@ -6,7 +6,8 @@ import httpx
 import numpy as np
 import pytest
 
-from device_sdk.protocol import ProtocolError, Task
+from device_sdk.errors import ProtocolError
+from fedge.protocol import Task
 from fedge.wire import MEDIA_TYPE, encode_vector
 from tests.integration.conftest import FACTS
 

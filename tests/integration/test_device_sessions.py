@@ -4,10 +4,10 @@ import httpx
 import numpy as np
 
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts
 from device_sdk.runner import LocalRunner
 from device_sdk.session import SessionStats, device_session
 from fedge.manifest import PlanManifest
+from fedge.protocol import EligibilityFacts
 from simulator.datasets import synthetic_fedprox
 
 

@@ -5,7 +5,7 @@ import hashlib
 import httpx
 import pytest
 
-from device_sdk.protocol import Task
+from fedge.protocol import Task
 from tests.integration.conftest import FACTS
 
 

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from device_sdk.protocol import Task
+from fedge.protocol import Task
 from fedge.wire import MEDIA_TYPE, encode_vector
 from tests.integration.conftest import ADMIN_TOKEN, FACTS
 

@@ -9,10 +9,11 @@ from coordinator.api.schemas import HEARTBEAT_GRACE
 from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.services import rounds
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import EligibilityFacts, ProtocolError, RetryWindow, Task
+from device_sdk.errors import ProtocolError
 from device_sdk.runner import LocalRunner
 from device_sdk.session import device_session
 from fedge.manifest import PlanManifest
+from fedge.protocol import EligibilityFacts, RetryWindow, Task
 from simulator.datasets import synthetic_fedprox
 from tests.integration.conftest import FACTS
 from tests.integration.test_async_jobs import small_delta

@@ -17,9 +17,10 @@ from coordinator.db.models import Lease, LeaseStatus
 from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
-from device_sdk.protocol import ProtocolError, Task
+from device_sdk.errors import ProtocolError
 from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
+from fedge.protocol import Task
 from tests.databases import fresh_database
 from tests.integration.conftest import ADMIN_TOKEN, FACTS, serve
 from tests.integration.fleet import ServerProcess, free_port

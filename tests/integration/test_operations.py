@@ -7,7 +7,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine
-from device_sdk.protocol import ProtocolError, Task
+from device_sdk.errors import ProtocolError
+from fedge.protocol import Task
 from fedge.wire import MEDIA_TYPE, encode_vector
 from tests.databases import fresh_database
 from tests.integration.conftest import FACTS

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from device_sdk.protocol import ProtocolError, RetryWindow, Task
+from device_sdk.errors import ProtocolError
+from fedge.protocol import RetryWindow, Task
 from fedge.wire import encode_vector
 from tests.integration.conftest import FACTS
 

@@ -3,7 +3,7 @@
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from device_sdk.protocol import Task
+from fedge.protocol import Task
 from fedge.wire import encode_vector
 from tests.integration.conftest import FACTS
 

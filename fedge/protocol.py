@@ -1,0 +1,320 @@
+"""The device protocol, defined once: messages, paths, headers, reason codes.
+
+Both ends import this module: the device SDK builds and parses these messages, and the
+coordinator serves them (FastAPI validates and documents stdlib dataclasses through pydantic).
+It needs nothing beyond the standard library, so a device install stays small.
+
+A request's bounds (a count ``≥ 0``, a string of at most 64 characters, a strict boolean) are
+declared beside its fields with :class:`Bound`. The coordinator's validation and its OpenAPI
+schema come from them; the device never needs to check its own requests against them.
+
+Evolution: a device ignores answer fields it does not know (:func:`parse`), so a newer
+coordinator may add fields; a coordinator refuses request fields it does not know (a typo must
+not be silently dropped), so a device must not send fields an older coordinator lacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from fedge.manifest import HyperParameters
+
+__all__ = [
+    "ABORT",
+    "CHECK_IN",
+    "HEADER_BASE_VERSION",
+    "HEADER_METRICS",
+    "HEADER_NUM_EXAMPLES",
+    "HEARTBEAT",
+    "LEASE_GONE",
+    "PLAN",
+    "REGISTER",
+    "UPDATE",
+    "WEIGHTS",
+    "AbortReason",
+    "AbortRequest",
+    "Bound",
+    "CheckInResponse",
+    "EligibilityFacts",
+    "ErrorBody",
+    "HeartbeatResponse",
+    "HyperParameters",
+    "Reason",
+    "RegisterRequest",
+    "RegisterResponse",
+    "RetryWindow",
+    "Task",
+    "UploadReceipt",
+    "parse",
+]
+
+# --- paths ---------------------------------------------------------------------------------
+# Format them with str.format (``UPDATE.format(lease_id=...)``); the coordinator routes them.
+
+PREFIX = "/v1"
+REGISTER = "/v1/devices"
+CHECK_IN = "/v1/check-in"
+PLAN = "/v1/plans/{plan_sha256}"
+WEIGHTS = "/v1/jobs/{job_id}/versions/{number}/weights"
+UPDATE = "/v1/leases/{lease_id}/update"
+HEARTBEAT = "/v1/leases/{lease_id}/heartbeat"
+ABORT = "/v1/leases/{lease_id}/abort"
+
+# --- headers of an upload (the body is fedge.wire's format) ------------------------------------
+
+HEADER_BASE_VERSION = "X-Fedge-Base-Version"
+HEADER_NUM_EXAMPLES = "X-Fedge-Num-Examples"
+HEADER_METRICS = "X-Fedge-Metrics"
+MAX_METRICS_BYTES = 4096
+
+
+# --- reason codes ----------------------------------------------------------------------------
+
+
+class Reason(StrEnum):
+    """The machine-readable ``error`` of a refusal (:class:`ErrorBody`)."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_REQUEST = "invalid_request"  # 422: the body or a parameter does not match the schema
+    INVALID_UPDATE = "invalid_update"  # wrong length or encoding
+    NON_FINITE = "non_finite"  # NaN or Inf in an update
+    NORM_TOO_LARGE = "norm_too_large"  # above the job's norm bound (norm_policy reject)
+    WOULD_OVERFLOW = "would_overflow"  # finite, but the model would not stay finite
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    LEASE_CLOSED = "lease_closed"  # expired, aborted, used, or its job ended: stop working
+    STALE = "stale"
+    WRONG_BASE_VERSION = "wrong_base_version"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+
+
+# Statuses that mean a lease is gone (closed, unknown, not this device's): stop working on it.
+LEASE_GONE = frozenset({403, 404, 409})
+
+AbortReason = Literal["battery", "user_activity", "not_eligible", "error", "timeout", "other"]
+
+
+# --- request bounds --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Bounds on a request field, honoured by pydantic where the coordinator validates.
+
+    ``count`` and ``amount`` refuse a JSON boolean (pydantic's lax numbers take ``false`` as 0,
+    JSON Schema's numbers do not); ``strict`` refuses anything but a real JSON boolean.
+    The hook below is pydantic's documented ``__get_pydantic_core_schema__`` protocol, written
+    with plain dicts so that this module imports no pydantic.
+    """
+
+    ge: float | None = None
+    max_length: int | None = None
+    strict: bool = False
+    number: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = dict(handler(source))
+        if self.ge is not None:
+            schema["ge"] = self.ge
+        if self.max_length is not None:
+            schema["max_length"] = self.max_length
+        if self.strict:
+            schema["strict"] = True
+        if not self.number:
+            return schema
+        return {
+            "type": "function-before",
+            "function": {"type": "no-info", "function": _not_a_bool},
+            "schema": schema,
+        }
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a number, not a boolean")
+    return value
+
+
+Count = Annotated[int, Bound(ge=0, number=True)]
+Flag = Annotated[bool, Bound(strict=True)]
+Name = Annotated[str, Bound(max_length=64)]
+Version = Annotated[str, Bound(max_length=32)]
+
+# Requests refuse unknown fields; every message documents its fields from their docstrings.
+_REQUEST: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
+_ANSWER: dict[str, Any] = {"use_attribute_docstrings": True}
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """What a device says about itself when it registers (``POST`` :data:`REGISTER`)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
+
+    runtime: Name = ""
+    """TFLite runtime, e.g. ai_edge_litert"""
+    sdk_version: Version = ""
+
+
+@dataclass(frozen=True)
+class RegisterResponse:
+    """A device id and the bearer token the device must present from now on."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    device_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class EligibilityFacts:
+    """What a device reports at check-in (``POST`` :data:`CHECK_IN`; Bonawitz et al. 2019, §2)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
+
+    num_examples: Count
+    """local examples available for training"""
+    charging: Flag = True
+    idle: Flag = True
+    unmetered: Flag = True
+    free_memory_mb: Annotated[float, Bound(ge=0, number=True)] = 1024.0
+    runtime: Name = ""
+    sdk_version: Version = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A lease on one unit of work: train plan P from version V, upload before the deadline."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    lease_id: str
+    job_id: int
+    plan_sha256: str
+    plan_url: str
+    global_version: int
+    weights_url: str
+    weights_sha256: str
+    hparams: HyperParameters
+    deadline: float
+    """clock seconds; an upload after it is refused"""
+    round: int | None = None
+    """the synchronous round the lease belongs to; None in an asynchronous job"""
+    heartbeat_seconds: float | None = None
+    """confirm the lease (POST /v1/leases/{id}/heartbeat) this often while working"""
+
+
+@dataclass(frozen=True)
+class RetryWindow:
+    """Come back after a uniformly jittered delay in ``[min, max]`` seconds (pace steering)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    min: float
+    max: float
+    reason: str
+    """why there is no task now, for a person reading the device's log"""
+
+
+@dataclass(frozen=True)
+class CheckInResponse:
+    """Either a task or a retry window, never both."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    task: Task | None = None
+    retry: RetryWindow | None = None
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """The coordinator's answer to an upload (``PUT`` :data:`UPDATE`)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    status: Literal["accepted", "already_accepted"]
+    lease_id: str
+    global_version: int
+    """the current global version after this upload"""
+    staleness: int
+    clipped: bool = False
+
+
+@dataclass(frozen=True)
+class HeartbeatResponse:
+    """The lease lives on: confirm again before ``alive_until`` (``POST`` :data:`HEARTBEAT`)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    lease_id: str
+    alive_until: float
+    """clock seconds; silent past it, the lease expires"""
+    deadline: float
+
+
+@dataclass(frozen=True)
+class AbortRequest:
+    """Why a device gave up its task (``POST`` :data:`ABORT`)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
+
+    reason: AbortReason
+    detail: Annotated[str, Bound(max_length=500)] = ""
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """Every refusal (4xx): a machine-readable reason and a message a person can act on."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    error: str
+    """machine-readable reason (:class:`Reason`), e.g. not_found, lease_closed"""
+    message: str
+
+
+# --- parsing answers on the device ---------------------------------------------------------
+
+M = TypeVar("M")
+
+
+def parse(message: type[M], raw: Mapping[str, Any]) -> M:
+    """Build ``message`` from a decoded JSON object, ignoring fields this end does not know.
+
+    Nested messages (a task's ``hparams``, a check-in's ``task``) are parsed the same way, so a
+    newer coordinator can add fields anywhere without breaking devices already in the field.
+    Missing required fields raise ``TypeError``; values are not coerced.
+    """
+    hints = typing.get_type_hints(message)
+    known = {f.name for f in dataclasses.fields(message)}  # type: ignore[arg-type]
+    values = {}
+    for name, value in raw.items():
+        if name in known:
+            nested = _message_type(hints[name])
+            is_object = nested is not None and isinstance(value, Mapping)
+            values[name] = parse(nested, value) if is_object else value  # type: ignore[arg-type]
+    return message(**values)
+
+
+def _message_type(hint: Any) -> type | None:
+    """The dataclass a field holds (``Task``, ``Task | None``), or None for a plain value."""
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        candidates = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        hint = candidates[0] if len(candidates) == 1 else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
