@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.api.schemas import CheckInRequest, CheckInResponse, JobCreate, Task, UploadReceipt
+from coordinator.api.schemas import JobCreate
 from coordinator.blobs import put_blob
 from coordinator.db.models import Device, Job, Lease, LeaseStatus, Plan, Round
 from coordinator.errors import CoordinatorError
@@ -23,6 +23,7 @@ from coordinator.services import devices, jobs, leasing, maintenance, plans, upd
 from coordinator.settings import Settings
 from fedge.clock import ManualClock
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
+from fedge.protocol import CheckInResponse, EligibilityFacts, Task, UploadReceipt
 from fedge.wire import decode_vector, encode_vector
 
 NUM_PARAMS = 4
@@ -36,9 +37,9 @@ def delta(*values: float) -> bytes:
     return encode_vector(vector.astype(np.float32))
 
 
-def eligible(**changes: Any) -> CheckInRequest:
+def eligible(**changes: Any) -> EligibilityFacts:
     """The facts of a device every default job takes, with ``changes``."""
-    return CheckInRequest.model_validate({"num_examples": 50, **changes})
+    return EligibilityFacts(**{"num_examples": 50, **changes})
 
 
 @dataclass
@@ -81,13 +82,13 @@ class World:
         device_id, _ = devices.register(self.session, runtime="test", sdk_version="0", now=self.now)
         return self.session.get_one(Device, device_id)
 
-    def check_in(self, device: Device, facts: CheckInRequest | None = None) -> CheckInResponse:
+    def check_in(self, device: Device, facts: EligibilityFacts | None = None) -> CheckInResponse:
         """``device`` checks in now with ``facts`` (eligible for every default job)."""
         return leasing.check_in(
             self.session, device, facts or eligible(), now=self.now, settings=self.settings
         )
 
-    def task(self, device: Device, facts: CheckInRequest | None = None) -> Task:
+    def task(self, device: Device, facts: EligibilityFacts | None = None) -> Task:
         """The task ``device`` gets by checking in now; fails the test if it gets none."""
         answer = self.check_in(device, facts)
         assert answer.task is not None, answer.retry
