@@ -96,7 +96,8 @@ def simulate(config: SimulationConfig) -> Outcome:
         transport = coordinator.transport if coordinator is not None else None
         admin = AdminClient(url, config.admin_token or ADMIN_TOKEN, transport=transport)
         plan = admin.publish_plan(plan_path)
-        job = admin.create_job(config.job_config(int(plan["id"])))
+        job_config = config.job_config(int(plan["id"]))
+        job = admin.create_job(job_config.model_dump(mode="json", exclude_unset=True))
         client = CoordinatorClient(url, transport=transport, timeout=120)
         if coordinator is not None:  # a live server's devices register as they first come
             tokens = coordinator.register_many(
