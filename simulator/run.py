@@ -19,8 +19,8 @@ from device_sdk.client import CoordinatorClient
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
 from fedge.admin_client import AdminClient
-from fedge.clock import ManualClock
 from fedge.manifest import PlanManifest, manifest_path_for
+from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
 from simulator.device_data import DeviceData
 from simulator.fleet import RUNTIME, SDK_VERSION, WAKE, Fleet
@@ -30,7 +30,6 @@ from simulator.training import DataSpec, LocalTrainers, ProcessTrainers, Trainer
 
 log = logging.getLogger("fedge.simulator")
 
-START = 1_699_920_000.0  # a midnight (UTC), so virtual hour h of the run is hour h of the day
 SWEEP, EVALUATE = 100, 101
 
 
@@ -140,7 +139,7 @@ def simulate(config: SimulationConfig) -> Outcome:
 def _drive(
     config: SimulationConfig,
     fleet: Fleet,
-    clock: _VirtualClock | _WallClock,
+    clock: RunClock,
     coordinator: InProcessCoordinator | None,
     evaluator: _Evaluator,
     start: float,
@@ -182,37 +181,15 @@ def _drive(
     return rows
 
 
-class _VirtualClock(ManualClock):
-    """Virtual time: the clock jumps to each event."""
-
-    def advance_to(self, when: float) -> None:
-        """Jump to ``when``."""
-        self.set(max(when, self.now()))
-
-
-class _WallClock:
-    """Real time, for a live server: events wait for the wall clock to reach them."""
-
-    def now(self) -> float:
-        """``time.time()``."""
-        return time.time()
-
-    def advance_to(self, when: float) -> None:
-        """Sleep until ``when`` (at once if the loop is behind)."""
-        delay = when - time.time()
-        if delay > 0:
-            time.sleep(delay)
-
-
 @contextlib.contextmanager
 def _coordinator(
     config: SimulationConfig,
-) -> Iterator[tuple[str, _VirtualClock | _WallClock, InProcessCoordinator | None]]:
+) -> Iterator[tuple[str, RunClock, InProcessCoordinator | None]]:
     """The coordinator's URL, the run's clock, and the in-process coordinator (None if live)."""
     if config.server:
-        yield config.server, _WallClock(), None
+        yield config.server, WallClock(), None
         return
-    clock = _VirtualClock(START)
+    clock = VirtualClock()
     # A simulated device makes one request at a time, so the per-device rate limit has nothing
     # to catch; the longest retry window is sized for a fleet of thousands (pace steering).
     settings = {
