@@ -23,14 +23,13 @@ from fedge.manifest import PlanManifest, manifest_path_for
 from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
 from simulator.device_data import DeviceData
-from simulator.fleet import RUNTIME, SDK_VERSION, WAKE, Fleet
+from simulator.events import Event, EventKind
+from simulator.fleet import RUNTIME, SDK_VERSION, Fleet
 from simulator.inprocess import ADMIN_TOKEN, InProcessCoordinator
 from simulator.population import Population, synthesize
 from simulator.training import DataSpec, LocalTrainers, ProcessTrainers, Trainers, Worker
 
 log = logging.getLogger("fedge.simulator")
-
-SWEEP, EVALUATE = 100, 101
 
 
 @dataclass
@@ -148,22 +147,22 @@ def _drive(
     end = start + config.hours * 3600.0
     queue = fleet.queue
     if coordinator is not None:  # a live server sweeps on its own clock
-        queue.push(start, SWEEP, -1)
-    queue.push(start, EVALUATE, -1)
+        queue.push(Event(start, EventKind.SWEEP))
+    queue.push(Event(start, EventKind.EVALUATE))
     rows: list[dict[str, Any]] = []
     bar = _progress_bar(config)
     shown = 0.0
     while True:
-        event = queue.pop(wake_kind=WAKE)
-        if event is None or event[0] > end:
+        event = queue.pop()
+        if event is None or event.when > end:
             clock.advance_to(end)
             break
-        when, kind, device, payload = event
+        when = event.when
         clock.advance_to(when)
-        if kind == SWEEP and coordinator is not None:
+        if event.kind is EventKind.SWEEP and coordinator is not None:
             coordinator.sweep()
-            queue.push(when + config.sweep_every_seconds, SWEEP, -1)
-        elif kind == EVALUATE:
+            queue.push(Event(when + config.sweep_every_seconds, EventKind.SWEEP))
+        elif event.kind is EventKind.EVALUATE:
             row = evaluator.row(when - start, fleet)
             rows.append(row)
             if bar is not None:
@@ -172,9 +171,9 @@ def _drive(
                 shown = (when - start) / 3600.0
             if row["status"] != "running":
                 break
-            queue.push(when + config.eval_every_minutes * 60.0, EVALUATE, -1)
+            queue.push(Event(when + config.eval_every_minutes * 60.0, EventKind.EVALUATE))
         else:
-            fleet.handle(when, kind, device, payload)
+            fleet.handle(event)
     rows.append(evaluator.row(clock.now() - start, fleet))
     if bar is not None:
         bar.close()
