@@ -51,7 +51,8 @@ def measure(inline: bool, args: argparse.Namespace, plan: Path) -> dict[str, flo
     ):
         admin = AdminClient(coordinator.base_url, ADMIN_TOKEN, transport=coordinator.transport)
         plan_id = int(admin.publish_plan(plan)["id"])
-        admin.create_job(SimulationConfig(devices=args.devices).job_config(plan_id))
+        job = SimulationConfig(devices=args.devices).job_config(plan_id)
+        admin.create_job(job.model_dump(mode="json", exclude_unset=True))
         tokens = coordinator.register_many(args.devices, runtime="bench", sdk_version="0")
         client = CoordinatorClient(coordinator.base_url, transport=coordinator.transport)
         facts = EligibilityFacts(num_examples=50)

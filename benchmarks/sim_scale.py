@@ -67,8 +67,8 @@ def training_floor(samples: int = 200) -> float:
     manifest = PlanManifest.from_json(manifest_path_for(plan).read_text())
     runner = PlanRunner(plan.read_bytes(), manifest, num_threads=1)
     data = DeviceData(config.dataset, 10_000, config.partition, seed=0)
-    epochs = int(config.job_config(1)["task"]["local_epochs"])
     hp = manifest.hparams
+    epochs = config.job_config(1).task.local_epochs or hp.local_epochs  # unset: the plan's
     local = LocalTrainingConfig(
         epochs=epochs,
         batch_size=hp.batch_size,

@@ -1,8 +1,13 @@
-"""A simulation's configuration: one pydantic model, read from TOML, every field overridable.
+"""Every model of a simulation's configuration, read from TOML, every field overridable.
 
 ``fedge simulate --config FILE`` reads a TOML file shaped like :class:`SimulationConfig`; flags
 override it, and ``--set a.b=value`` overrides any field by its dotted path (the value is read as
 JSON when it parses, else as a string), e.g. ``--set population.never_return=0``.
+
+This module is the simulator's bottom layer: it imports nothing of the simulator, and the modules
+that use a config (population, device data, traces, the run) import it from here. The ``job``
+table is checked against the coordinator's own ``JobCreate`` when the config is loaded, so a typo
+in it fails before the run starts, with the field named, instead of as a 422 mid-run.
 """
 
 from __future__ import annotations
@@ -12,10 +17,93 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from simulator.device_data import PartitionConfig
-from simulator.population import PopulationConfig
+# The simulator's one import of the coordinator's job schema: when it moves, this line follows.
+from coordinator.api.schemas import JobCreate
+
+
+class PartitionConfig(BaseModel):
+    """How examples are spread over devices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (small = skewed)")
+    shards_per_device: int = Field(2, ge=1)
+    sizes: Literal["equal", "power_law"] = "power_law"
+    mean_examples: float = Field(200.0, gt=0, description="mean examples per device")
+    min_examples: int = Field(8, ge=1)
+    power_law_exponent: float = Field(1.5, gt=0)
+    test_size: int = Field(1000, ge=1, description="held-out examples for global accuracy")
+
+
+class Tier(BaseModel):
+    """One hardware tier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    share: float = Field(gt=0)
+    compute_factor: float = Field(gt=0, description="training time per example vs the reference")
+    memory_mb: float = Field(gt=0)
+
+
+DEFAULT_TIERS = [
+    Tier(name="high", share=0.25, compute_factor=1.0, memory_mb=8192),
+    Tier(name="mid", share=0.5, compute_factor=2.5, memory_mb=4096),
+    Tier(name="low", share=0.25, compute_factor=6.0, memory_mb=2048),
+]
+
+
+PHASES = ("download", "training", "upload")  # where a dropped task can stop
+
+
+class PopulationConfig(BaseModel):
+    """Parameters of the device population (their sources: :mod:`simulator.population`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
+    compute_jitter: float = Field(0.25, ge=0, description="σ of log-normal jitter in a tier")
+    reference_ms_per_example: float = Field(
+        40.0, gt=0, description="training ms per example (per epoch) on a reference device"
+    )
+    down_mbps_median: float = Field(20.0, gt=0)
+    up_mbps_median: float = Field(5.0, gt=0)
+    bandwidth_sigma: float = Field(0.8, ge=0)
+    rtt_ms_median: float = Field(60.0, gt=0)
+    diurnal: bool = Field(True, description="False: every device is always eligible")
+    night_share: float = Field(0.5, ge=0, le=1, description="devices whose window is at night")
+    night_start_hour: float = Field(22.0, ge=0, lt=24)
+    night_start_sigma_hours: float = Field(3.0, ge=0)
+    night_hours_median: float = Field(6.0, gt=0)
+    day_hours_median: float = Field(3.0, gt=0)
+    window_sigma: float = Field(0.5, ge=0, description="σ of the log-normal window length")
+    dropout: float = Field(0.1, ge=0, le=1, description="chance a task is cut short silently")
+    dropout_phases: dict[str, float] = Field(
+        default_factory=lambda: {"download": 0.2, "training": 0.6, "upload": 0.2}
+    )
+    crash_after_upload: float = Field(0.01, ge=0, le=1)
+    never_return: float = Field(0.05, ge=0, le=1, description="share of drops that are final")
+
+    @model_validator(mode="after")
+    def _phases_known(self) -> PopulationConfig:
+        unknown = set(self.dropout_phases) - set(PHASES)
+        if unknown or not self.dropout_phases or sum(self.dropout_phases.values()) <= 0:
+            raise ValueError(
+                f"dropout_phases needs positive shares for some of {PHASES}, got "
+                f"{self.dropout_phases}"
+            )
+        return self
 
 
 class TraceConfig(BaseModel):
@@ -67,11 +155,29 @@ class SimulationConfig(BaseModel):
     traces: TraceConfig = Field(default_factory=TraceConfig)
     job: dict[str, Any] = Field(
         default_factory=dict,
-        description="JobCreate fields (aggregation, population, task) layered over the defaults",
+        description="JobCreate fields (aggregation, population, task) layered over the defaults; "
+        "checked against the coordinator's JobCreate when the config is loaded",
     )
     coordinator: dict[str, Any] = Field(
         default_factory=dict, description="coordinator Settings overrides (in-process only)"
     )
+
+    @field_validator("job")
+    @classmethod
+    def _job_fits_the_coordinator(cls, job: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # The fields the job's defaults depend on come first; if one failed, its error is shown.
+        if {"mode", "seed", "rounds", "cohort"} <= info.data.keys():
+            _job_create(
+                _job_body(
+                    mode=info.data["mode"],
+                    seed=info.data["seed"],
+                    rounds=info.data["rounds"],
+                    cohort=info.data["cohort"],
+                    plan_id=1,  # a stand-in: the plan is published when the run starts
+                ),
+                job,
+            )
+        return job
 
     @model_validator(mode="after")
     def _sync_needs_cohort(self) -> SimulationConfig:
@@ -79,33 +185,55 @@ class SimulationConfig(BaseModel):
             raise ValueError("--cohort is the size of a synchronous round; use it with --mode sync")
         return self
 
-    def job_config(self, plan_id: int) -> dict[str, Any]:
-        """The JobCreate body for this run: defaults for the mode, then the ``job`` table."""
-        if self.mode == "async":
-            aggregation: dict[str, Any] = {
-                "mode": "async",
-                "concurrency": 10,
-                "buffer_size": 10,
-                "max_staleness": 20,
-                "staleness": "polynomial",
-            }
-        else:
-            aggregation = {
-                "mode": "sync",
-                "target": self.cohort or 20,
-                "over_selection": 1.3,
-                "round_seconds": 600.0,
-            }
-        body: dict[str, Any] = {
-            "name": f"simulation seed {self.seed}",
-            "plan_id": plan_id,
-            "aggregation": aggregation,
-            "population": {"min_examples": 1},
-            "task": {"local_epochs": 2, "lease_seconds": 900.0, "heartbeat_seconds": 60.0},
+    def job_config(self, plan_id: int) -> JobCreate:
+        """The job this run creates: defaults for the mode, then the ``job`` table over them."""
+        defaults = _job_body(
+            mode=self.mode, seed=self.seed, rounds=self.rounds, cohort=self.cohort, plan_id=plan_id
+        )
+        return _job_create(defaults, self.job)
+
+
+def _job_body(
+    *, mode: str, seed: int, rounds: int | None, cohort: int | None, plan_id: int
+) -> dict[str, Any]:
+    """The JobCreate fields a run of ``mode`` sets before its ``job`` table is layered on."""
+    if mode == "async":
+        aggregation: dict[str, Any] = {
+            "mode": "async",
+            "concurrency": 10,
+            "buffer_size": 10,
+            "max_staleness": 20,
+            "staleness": "polynomial",
         }
-        if self.rounds is not None:
-            body["max_versions"] = self.rounds
-        return _merge(body, self.job)
+    else:
+        aggregation = {
+            "mode": "sync",
+            "target": cohort or 20,
+            "over_selection": 1.3,
+            "round_seconds": 600.0,
+        }
+    body: dict[str, Any] = {
+        "name": f"simulation seed {seed}",
+        "plan_id": plan_id,
+        "aggregation": aggregation,
+        "population": {"min_examples": 1},
+        "task": {"local_epochs": 2, "lease_seconds": 900.0, "heartbeat_seconds": 60.0},
+    }
+    if rounds is not None:
+        body["max_versions"] = rounds
+    return body
+
+
+def _job_create(defaults: dict[str, Any], table: dict[str, Any]) -> JobCreate:
+    """``table`` over ``defaults``, validated as the coordinator will; errors name job.FIELD."""
+    try:
+        return JobCreate.model_validate(_merge(defaults, table))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"job.{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ValueError(problems) from None
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> SimulationConfig:

@@ -15,31 +15,14 @@ Synthetic(α, β) data (FedProx) is generated per device and held in memory.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from simulator import partition
+from simulator.config import PartitionConfig
 from simulator.datasets import Dataset, load, synthetic_fedprox, train_test_split
 
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]
-
-
-class PartitionConfig(BaseModel):
-    """How examples are spread over devices."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scheme: Literal["iid", "dirichlet", "shards"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (small = skewed)")
-    shards_per_device: int = Field(2, ge=1)
-    sizes: Literal["equal", "power_law"] = "power_law"
-    mean_examples: float = Field(200.0, gt=0, description="mean examples per device")
-    min_examples: int = Field(8, ge=1)
-    power_law_exponent: float = Field(1.5, gt=0)
-    test_size: int = Field(1000, ge=1, description="held-out examples for global accuracy")
 
 
 class DeviceData:

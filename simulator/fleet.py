@@ -51,11 +51,10 @@ from device_sdk.session import (
     device_session,
 )
 from fedge.protocol import EligibilityFacts, Reason, RetryWindow, Task, UploadReceipt
-from simulator.events import EventQueue
+from simulator.events import Event, EventKind, EventQueue
 from simulator.population import Fate, Population
 from simulator.training import Trainers, TrainTask
 
-WAKE, RESUME, TRAINED, ARRIVE, DROP, BEAT = range(6)
 RUNTIME = "ai_edge_litert"
 SDK_VERSION = "fedge-sim"
 
@@ -73,6 +72,19 @@ class Busy:
     step: int = 0  # actions performed: an event scheduled for an earlier one is void
     task_at: float = 0.0  # when the task was handed out: its heartbeats count from there
     beats: Heartbeats | None = None  # the task's heartbeat policy, from its training on
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What a busy device's event carries: the device, a value for it, and when it was due.
+
+    ``step`` is the device's action count when the event was scheduled; once the device has
+    moved on (or dropped, or parked) the event is void.
+    """
+
+    busy: Busy
+    value: Any
+    step: int
 
 
 @dataclass
@@ -139,25 +151,29 @@ class Fleet:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def handle(self, when: float, kind: int, device: int, payload: Any) -> None:
-        """Process one event at virtual time ``when`` (the clock already reads ``when``)."""
-        if kind == WAKE:
-            self._wake(device, when)
+    def handle(self, event: Event) -> None:
+        """Process one device's event (the clock already reads ``event.when``)."""
+        kind = event.kind
+        if kind is EventKind.WAKE:
+            self._wake(event.device, event.when)
             return
-        busy: Busy = payload[0]
-        if self.busy.get(device) is not busy or payload[2] != busy.step:
+        pending: Pending = event.payload
+        busy = pending.busy
+        if self.busy.get(event.device) is not busy or pending.step != busy.step:
             return  # the device dropped, parked or moved on since this was scheduled
-        if kind == RESUME:
-            self._advance(busy, payload[1])
-        elif kind == TRAINED:
+        if kind is EventKind.RESUME:
+            self._advance(busy, pending.value)
+        elif kind is EventKind.TRAINED:
             self.stats.trained += 1
-            self._advance(busy, self.trainers.result(payload[1]))
-        elif kind == ARRIVE:
-            self._arrive(busy, payload[1])
-        elif kind == DROP:
-            self._drop(busy, payload[1])
-        elif kind == BEAT:
-            self._beat(busy, payload[1])
+            self._advance(busy, self.trainers.result(pending.value))
+        elif kind is EventKind.ARRIVE:
+            self._arrive(busy, pending.value)
+        elif kind is EventKind.DROP:
+            self._drop(busy, pending.value)
+        elif kind is EventKind.BEAT:
+            self._beat(busy, pending.value)
+        else:
+            raise ValueError(f"{kind} is not a device's event")
 
     def _wake(self, device: int, when: float) -> None:
         population = self.population
@@ -193,10 +209,11 @@ class Fleet:
             return
         self._perform(busy, action)
 
-    def _later(self, busy: Busy, seconds: float, kind: int, value: Any = None) -> None:
+    def _later(self, busy: Busy, seconds: float, kind: EventKind, value: Any = None) -> None:
         if seconds < 0:
             raise ValueError(f"device {busy.device}: an event {seconds} s in the past")
-        self.queue.push(self.now() + seconds, kind, busy.device, (busy, value, busy.step))
+        pending = Pending(busy, value, busy.step)
+        self.queue.push(Event(self.now() + seconds, kind, busy.device, pending))
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -218,12 +235,12 @@ class Fleet:
                     self.stats.tasks += 1
                     self.population.tasks[device] += 1
                     self.stats.tasks_by_hour[int(((now - self.start) % 86400) // 3600)] += 1
-            self._later(busy, rtt, RESUME, answer)
+            self._later(busy, rtt, EventKind.RESUME, answer)
         elif isinstance(action, Sleep):
             if isinstance(busy.last, RetryWindow):
                 self._park(busy, now + action.seconds)
             else:
-                self._later(busy, action.seconds, RESUME)
+                self._later(busy, action.seconds, EventKind.RESUME)
         elif isinstance(action, Download):
             self._download(busy, action, rtt)
         elif isinstance(action, Train):
@@ -233,13 +250,13 @@ class Fleet:
             fate = busy.fate
             if fate is not None and fate.drop_phase == "upload":
                 self.stats.bytes_up += fate.drop_fraction * len(action.update)
-                self._later(busy, fate.drop_fraction * seconds, DROP, "upload")
+                self._later(busy, fate.drop_fraction * seconds, EventKind.DROP, "upload")
             else:
-                self._later(busy, seconds, ARRIVE, action)
+                self._later(busy, seconds, EventKind.ARRIVE, action)
         elif isinstance(action, Abort):
             self.stats.aborted[action.reason] += 1
             self._call(device, lambda: self.client.abort(action.task, action.reason))
-            self._later(busy, rtt, RESUME)
+            self._later(busy, rtt, EventKind.RESUME)
 
     def _download(self, busy: Busy, action: Download, rtt: float) -> None:
         device = busy.device
@@ -247,11 +264,11 @@ class Fleet:
         if size is None:
             data = self._call(device, lambda: self.client.download(action.url))
             if isinstance(data, Failure):
-                self._later(busy, rtt, RESUME, data)
+                self._later(busy, rtt, EventKind.RESUME, data)
                 return
             if hashlib.sha256(data).hexdigest() != action.sha256:
                 failure = Failure(0, "corrupt_download", f"{action.what} failed its sha256 check")
-                self._later(busy, rtt, RESUME, failure)
+                self._later(busy, rtt, EventKind.RESUME, failure)
                 return
             (self.blobs / action.sha256).write_bytes(data)
             size = self._cdn[action.sha256] = len(data)
@@ -263,7 +280,7 @@ class Fleet:
         fate = busy.fate
         if fate is not None and fate.drop_phase == "download" and action.what == "weights":
             self.stats.bytes_down += fate.drop_fraction * size
-            self._later(busy, fate.drop_fraction * seconds, DROP, "download")
+            self._later(busy, fate.drop_fraction * seconds, EventKind.DROP, "download")
             return
         if not cached:
             self.stats.bytes_down += size
@@ -272,7 +289,7 @@ class Fleet:
         # The bytes were verified when first fetched and sit in the blob folder, where the
         # trainers read them by sha256; the session only passes them on to Train, so it gets an
         # empty stand-in instead of a copy per device.
-        self._later(busy, seconds, RESUME, b"")
+        self._later(busy, seconds, EventKind.RESUME, b"")
 
     def _train(self, busy: Busy, action: Train) -> None:
         device, now = busy.device, self.now()
@@ -293,14 +310,14 @@ class Fleet:
         # Due already if the downloads took an interval or more.
         if beats.is_due(now) and not self._heartbeat(busy, beats):
             rtt = float(self.population.rtt_s[device])
-            self._later(busy, rtt, RESUME, Interrupted(Reason.LEASE_CLOSED))
+            self._later(busy, rtt, EventKind.RESUME, Interrupted(Reason.LEASE_CLOSED))
             return
         if fate is not None and fate.drop_phase == "training":
             working = fate.drop_fraction * seconds
-            self._later(busy, working, DROP, "training")
+            self._later(busy, working, EventKind.DROP, "training")
         elif now + seconds > closes:  # charger unplugged or the user came back: abort, report it
             working = closes - now
-            self._later(busy, working, RESUME, Interrupted("user_activity"))
+            self._later(busy, working, EventKind.RESUME, Interrupted("user_activity"))
         else:
             working = seconds
             # LocalTrainers train when the result is read, so a training cut short costs nothing.
@@ -308,9 +325,9 @@ class Fleet:
             handle = self.trainers.submit(
                 TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
             )
-            self._later(busy, seconds, TRAINED, handle)
+            self._later(busy, seconds, EventKind.TRAINED, handle)
         if beats.due < now + working:
-            self._later(busy, beats.due - now, BEAT, now + working)
+            self._later(busy, beats.due - now, EventKind.BEAT, now + working)
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
@@ -320,7 +337,7 @@ class Fleet:
             self._advance(busy, Interrupted(Reason.LEASE_CLOSED))
             return
         if beats.due < working_until:  # same step: training stays due
-            self._later(busy, beats.interval, BEAT, working_until)
+            self._later(busy, beats.interval, EventKind.BEAT, working_until)
 
     def _heartbeat(self, busy: Busy, beats: Heartbeats) -> bool:
         """Send one heartbeat for the task at hand, as ``beats`` has it; False: lease closed."""
@@ -354,7 +371,7 @@ class Fleet:
             self.stats.crashed_after_upload += 1
             self._drop(busy, "after_upload")
             return
-        self._later(busy, float(self.population.rtt_s[device]) / 2, RESUME, receipt)
+        self._later(busy, float(self.population.rtt_s[device]) / 2, EventKind.RESUME, receipt)
 
     # --- leaving ----------------------------------------------------------------------------
 

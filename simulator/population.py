@@ -4,7 +4,8 @@ A population of N devices is a handful of numpy arrays (struct of arrays), so an
 costs a few dozen bytes and a million of them fit in memory; the simulator builds a Python object
 only for a device that is busy right now.
 
-Where the defaults come from (each is a parameter of :class:`PopulationConfig`):
+Where the defaults come from (each is a parameter of
+:class:`simulator.config.PopulationConfig`):
 
 - **Hardware tiers.** Three tiers (high 25 %, mid 50 %, low 25 %) whose training time per example
   is 1×, 2.5× and 6× a reference device's. FedScale's device profiles (Lai et al., ICML 2022,
@@ -33,74 +34,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulator.traces import TraceAvailability
+from simulator.config import PopulationConfig
 
 DAY = 86_400.0
 
 
-class Tier(BaseModel):
-    """One hardware tier."""
+class Availability(Protocol):
+    """Replayed eligibility (FedScale behaviour traces) that replaces the daily windows."""
 
-    model_config = ConfigDict(extra="forbid")
+    def available(self, device: int, t: float) -> bool:
+        """Whether ``device`` is eligible at ``t``."""
+        ...
 
-    name: str
-    share: float = Field(gt=0)
-    compute_factor: float = Field(gt=0, description="training time per example vs the reference")
-    memory_mb: float = Field(gt=0)
+    def window_end(self, device: int, t: float) -> float:
+        """When the window that contains ``t`` closes."""
+        ...
 
-
-DEFAULT_TIERS = [
-    Tier(name="high", share=0.25, compute_factor=1.0, memory_mb=8192),
-    Tier(name="mid", share=0.5, compute_factor=2.5, memory_mb=4096),
-    Tier(name="low", share=0.25, compute_factor=6.0, memory_mb=2048),
-]
-
-
-class PopulationConfig(BaseModel):
-    """Parameters of the device population (see the module docstring for their sources)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
-    compute_jitter: float = Field(0.25, ge=0, description="σ of log-normal jitter in a tier")
-    reference_ms_per_example: float = Field(
-        40.0, gt=0, description="training ms per example (per epoch) on a reference device"
-    )
-    down_mbps_median: float = Field(20.0, gt=0)
-    up_mbps_median: float = Field(5.0, gt=0)
-    bandwidth_sigma: float = Field(0.8, ge=0)
-    rtt_ms_median: float = Field(60.0, gt=0)
-    diurnal: bool = Field(True, description="False: every device is always eligible")
-    night_share: float = Field(0.5, ge=0, le=1, description="devices whose window is at night")
-    night_start_hour: float = Field(22.0, ge=0, lt=24)
-    night_start_sigma_hours: float = Field(3.0, ge=0)
-    night_hours_median: float = Field(6.0, gt=0)
-    day_hours_median: float = Field(3.0, gt=0)
-    window_sigma: float = Field(0.5, ge=0, description="σ of the log-normal window length")
-    dropout: float = Field(0.1, ge=0, le=1, description="chance a task is cut short silently")
-    dropout_phases: dict[str, float] = Field(
-        default_factory=lambda: {"download": 0.2, "training": 0.6, "upload": 0.2}
-    )
-    crash_after_upload: float = Field(0.01, ge=0, le=1)
-    never_return: float = Field(0.05, ge=0, le=1, description="share of drops that are final")
-
-    @model_validator(mode="after")
-    def _phases_known(self) -> PopulationConfig:
-        unknown = set(self.dropout_phases) - set(PHASES)
-        if unknown or not self.dropout_phases or sum(self.dropout_phases.values()) <= 0:
-            raise ValueError(
-                f"dropout_phases needs positive shares for some of {PHASES}, got "
-                f"{self.dropout_phases}"
-            )
-        return self
-
-
-PHASES = ("download", "training", "upload")
+    def next_window(self, device: int, t: float) -> float:
+        """The earliest time ≥ ``t`` at which ``device`` is eligible."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -147,7 +104,7 @@ class Population:
         self.sessions = np.zeros(self.size, dtype=np.uint32)
         self.plan_cached = np.full(self.size, -1, dtype=np.int16)
         # Replayed availability (FedScale behaviour traces) replaces the daily windows.
-        self.trace: TraceAvailability | None = None
+        self.trace: Availability | None = None
 
     @property
     def bytes_per_device(self) -> float:

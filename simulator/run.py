@@ -19,19 +19,17 @@ from device_sdk.client import CoordinatorClient
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
 from fedge.admin_client import AdminClient
-from fedge.clock import ManualClock
 from fedge.manifest import PlanManifest, manifest_path_for
+from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
 from simulator.device_data import DeviceData
-from simulator.fleet import RUNTIME, SDK_VERSION, WAKE, Fleet
+from simulator.events import Event, EventKind
+from simulator.fleet import RUNTIME, SDK_VERSION, Fleet
 from simulator.inprocess import ADMIN_TOKEN, InProcessCoordinator
 from simulator.population import Population, synthesize
 from simulator.training import DataSpec, LocalTrainers, ProcessTrainers, Trainers, Worker
 
 log = logging.getLogger("fedge.simulator")
-
-START = 1_699_920_000.0  # a midnight (UTC), so virtual hour h of the run is hour h of the day
-SWEEP, EVALUATE = 100, 101
 
 
 @dataclass
@@ -96,7 +94,8 @@ def simulate(config: SimulationConfig) -> Outcome:
         transport = coordinator.transport if coordinator is not None else None
         admin = AdminClient(url, config.admin_token or ADMIN_TOKEN, transport=transport)
         plan = admin.publish_plan(plan_path)
-        job = admin.create_job(config.job_config(int(plan["id"])))
+        job_config = config.job_config(int(plan["id"]))
+        job = admin.create_job(job_config.model_dump(mode="json", exclude_unset=True))
         client = CoordinatorClient(url, transport=transport, timeout=120)
         if coordinator is not None:  # a live server's devices register as they first come
             tokens = coordinator.register_many(
@@ -139,7 +138,7 @@ def simulate(config: SimulationConfig) -> Outcome:
 def _drive(
     config: SimulationConfig,
     fleet: Fleet,
-    clock: _VirtualClock | _WallClock,
+    clock: RunClock,
     coordinator: InProcessCoordinator | None,
     evaluator: _Evaluator,
     start: float,
@@ -148,22 +147,22 @@ def _drive(
     end = start + config.hours * 3600.0
     queue = fleet.queue
     if coordinator is not None:  # a live server sweeps on its own clock
-        queue.push(start, SWEEP, -1)
-    queue.push(start, EVALUATE, -1)
+        queue.push(Event(start, EventKind.SWEEP))
+    queue.push(Event(start, EventKind.EVALUATE))
     rows: list[dict[str, Any]] = []
     bar = _progress_bar(config)
     shown = 0.0
     while True:
-        event = queue.pop(wake_kind=WAKE)
-        if event is None or event[0] > end:
+        event = queue.pop()
+        if event is None or event.when > end:
             clock.advance_to(end)
             break
-        when, kind, device, payload = event
+        when = event.when
         clock.advance_to(when)
-        if kind == SWEEP and coordinator is not None:
+        if event.kind is EventKind.SWEEP and coordinator is not None:
             coordinator.sweep()
-            queue.push(when + config.sweep_every_seconds, SWEEP, -1)
-        elif kind == EVALUATE:
+            queue.push(Event(when + config.sweep_every_seconds, EventKind.SWEEP))
+        elif event.kind is EventKind.EVALUATE:
             row = evaluator.row(when - start, fleet)
             rows.append(row)
             if bar is not None:
@@ -172,46 +171,24 @@ def _drive(
                 shown = (when - start) / 3600.0
             if row["status"] != "running":
                 break
-            queue.push(when + config.eval_every_minutes * 60.0, EVALUATE, -1)
+            queue.push(Event(when + config.eval_every_minutes * 60.0, EventKind.EVALUATE))
         else:
-            fleet.handle(when, kind, device, payload)
+            fleet.handle(event)
     rows.append(evaluator.row(clock.now() - start, fleet))
     if bar is not None:
         bar.close()
     return rows
 
 
-class _VirtualClock(ManualClock):
-    """Virtual time: the clock jumps to each event."""
-
-    def advance_to(self, when: float) -> None:
-        """Jump to ``when``."""
-        self.set(max(when, self.now()))
-
-
-class _WallClock:
-    """Real time, for a live server: events wait for the wall clock to reach them."""
-
-    def now(self) -> float:
-        """``time.time()``."""
-        return time.time()
-
-    def advance_to(self, when: float) -> None:
-        """Sleep until ``when`` (at once if the loop is behind)."""
-        delay = when - time.time()
-        if delay > 0:
-            time.sleep(delay)
-
-
 @contextlib.contextmanager
 def _coordinator(
     config: SimulationConfig,
-) -> Iterator[tuple[str, _VirtualClock | _WallClock, InProcessCoordinator | None]]:
+) -> Iterator[tuple[str, RunClock, InProcessCoordinator | None]]:
     """The coordinator's URL, the run's clock, and the in-process coordinator (None if live)."""
     if config.server:
-        yield config.server, _WallClock(), None
+        yield config.server, WallClock(), None
         return
-    clock = _VirtualClock(START)
+    clock = VirtualClock()
     # A simulated device makes one request at a time, so the per-device rate limit has nothing
     # to catch; the longest retry window is sized for a fleet of thousands (pace steering).
     settings = {

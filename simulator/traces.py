@@ -22,14 +22,13 @@ import json
 import math
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from simulator.config import TraceConfig
-    from simulator.population import Population
+from simulator.config import TraceConfig
+from simulator.population import Population
 
 TRAINING_FACTOR = 3.0  # forward + backward, as FedScale charges a training sample
 

@@ -33,7 +33,8 @@ from device_sdk.trainer import TrainResult
 from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import Task
-from simulator.device_data import DeviceData, PartitionConfig
+from simulator.config import PartitionConfig
+from simulator.device_data import DeviceData
 
 
 @dataclass(frozen=True)

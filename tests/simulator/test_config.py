@@ -35,21 +35,59 @@ def test_invalid_toml_says_which_file(tmp_path):
 
 
 def test_sync_mode_makes_a_round_job_with_the_cohort_as_target():
-    body = SimulationConfig(mode="sync", cohort=100, rounds=10).job_config(plan_id=3)
+    job = SimulationConfig(mode="sync", cohort=100, rounds=10).job_config(plan_id=3)
 
-    assert body["aggregation"]["mode"] == "sync"
-    assert body["aggregation"]["target"] == 100
-    assert body["max_versions"] == 10
+    assert (job.plan_id, job.aggregation.mode, job.aggregation.target) == (3, "sync", 100)
+    assert job.max_versions == 10
 
 
 def test_the_job_table_is_layered_over_the_defaults():
     config = SimulationConfig(job={"aggregation": {"concurrency": 50}, "task": {"mu": 0.01}})
 
-    body = config.job_config(plan_id=1)
+    job = config.job_config(plan_id=1)
 
-    assert body["aggregation"]["concurrency"] == 50
-    assert body["aggregation"]["buffer_size"] == 10  # default kept
-    assert body["task"]["mu"] == 0.01
+    assert job.aggregation.concurrency == 50
+    assert job.aggregation.buffer_size == 10  # the simulator's default kept
+    assert job.task.mu == 0.01
+
+
+def test_the_job_sent_is_the_simulators_defaults_plus_the_job_table_and_nothing_else():
+    config = SimulationConfig(job={"task": {"mu": 0.01}})
+
+    body = config.job_config(plan_id=1).model_dump(mode="json", exclude_unset=True)
+
+    assert body == {
+        "name": "simulation seed 0",
+        "plan_id": 1,
+        "aggregation": {
+            "mode": "async",
+            "concurrency": 10,
+            "buffer_size": 10,
+            "max_staleness": 20,
+            "staleness": "polynomial",
+        },
+        "population": {"min_examples": 1},
+        "task": {"local_epochs": 2, "lease_seconds": 900.0, "heartbeat_seconds": 60.0, "mu": 0.01},
+    }
+
+
+def test_a_misspelt_aggregation_field_fails_at_load_naming_the_field(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("devices = 50\n[job.aggregation]\nbufer_size = 20\n")
+
+    with pytest.raises(ValueError, match=r"job\.aggregation\.bufer_size: Extra inputs"):
+        load(path, {})
+
+
+def test_a_job_value_the_coordinator_would_refuse_fails_at_load(tmp_path):
+    with pytest.raises(ValueError, match=r"job\.task\.lease_seconds"):
+        load(None, {"job.task.lease_seconds": -1})
+
+
+def test_a_sync_job_table_is_checked_against_the_sync_defaults():
+    # minimum 30 > the cohort of 20: the coordinator refuses it, so loading does.
+    with pytest.raises(ValueError, match="exceeds target"):
+        SimulationConfig(mode="sync", cohort=20, job={"aggregation": {"minimum": 30}})
 
 
 def test_a_cohort_without_sync_mode_is_refused():
@@ -60,11 +98,8 @@ def test_a_cohort_without_sync_mode_is_refused():
 def test_every_shipped_experiment_config_is_valid_down_to_its_job():
     from pathlib import Path
 
-    from coordinator.api.schemas import JobCreate
-
     configs = sorted((Path(__file__).parents[2] / "experiments").rglob("*.toml"))
 
     assert len(configs) >= 11
     for path in configs:
-        config = load(path, {})
-        JobCreate.model_validate(config.job_config(plan_id=1))
+        assert load(path, {}).job_config(plan_id=1).plan_id == 1  # loading checks the job

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from simulator.population import DAY, PopulationConfig, synthesize
+from simulator.config import PopulationConfig
+from simulator.population import DAY, synthesize
 
 
 def population(n=20_000, **overrides):

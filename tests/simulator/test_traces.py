@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from simulator.config import TraceConfig
-from simulator.population import PopulationConfig, synthesize
+from simulator.config import PopulationConfig, TraceConfig
+from simulator.population import synthesize
 from simulator.traces import TraceError, apply_traces
 
 
