@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from coordinator.api.schemas import CheckInRequest, JobCreate
+from coordinator.api.schemas import CheckInRequest
+from coordinator.config import JobCreate
 from coordinator.db.migrate import upgrade
 from coordinator.db.models import Device, Lease, Round, RoundStatus
 from coordinator.db.session import make_engine, make_session_factory, transaction

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordinator.aggregation import OptimizerState, ServerOptimizer, server_optimizer_from_config
-from coordinator.api.schemas import AggregationConfig, JobCreate
 from coordinator.blobs import get_blob, put_blob
+from coordinator.config import AggregationConfig, JobCreate
 from coordinator.db.models import (
     Job,
     JobMode,

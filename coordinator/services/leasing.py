@@ -14,14 +14,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from coordinator.api.schemas import (
-    HEARTBEAT_GRACE,
     CheckInRequest,
     CheckInResponse,
-    JobCreate,
     RetryWindow,
     Task,
     TaskHyperParameters,
 )
+from coordinator.config import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import (
     Device,
     Job,

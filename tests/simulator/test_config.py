@@ -60,7 +60,7 @@ def test_a_cohort_without_sync_mode_is_refused():
 def test_every_shipped_experiment_config_is_valid_down_to_its_job():
     from pathlib import Path
 
-    from coordinator.api.schemas import JobCreate
+    from coordinator.config import JobCreate
 
     configs = sorted((Path(__file__).parents[2] / "experiments").rglob("*.toml"))
 
