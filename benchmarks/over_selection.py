@@ -7,7 +7,8 @@ device either drops out (with probability ``dropout``: half abort, half go silen
 after a log-normally distributed training-and-upload time. Compared per dropout rate:
 
 - fixed: the cohort is ``ceil(1.3 × target)`` and the deadline is the configured one;
-- adaptive: ``coordinator.selection`` learns cohort size and deadline from past rounds.
+- adaptive: ``coordinator.aggregation.cohort`` learns the cohort size and deadline from past
+  rounds.
 
 Printed per policy and dropout: share of rounds completed, share of device work wasted
 (non-dropped devices whose training did not enter a version: cut when the round reached its
@@ -70,7 +71,7 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
         settings = Settings()
         manifest = json.loads(plan_path.with_suffix(".json").read_text())
         with transaction(sessions) as s:
-            from coordinator.blobs import put_blob
+            from coordinator.db.blobs import put_blob
 
             plan = plans.register_plan(
                 s,

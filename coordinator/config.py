@@ -61,7 +61,8 @@ class AggregationConfig(Strict):
     round_seconds: Amount = Field(600.0, gt=0, description="reporting deadline of a round")
     adaptive_over_selection: bool = Field(
         False,
-        description="learn the cohort size and deadline from past rounds (coordinator.selection)",
+        description="learn the cohort size and deadline from past rounds "
+        "(coordinator.aggregation.cohort)",
     )
     completion_goal: Amount = Field(
         0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"

@@ -1,10 +1,17 @@
-"""Aggregation of device updates: streaming weighted sums, staleness, server optimizers, rounds.
+"""Aggregation of device updates: weighted sums, staleness, server optimizers, rounds, cohorts.
 
 Pure numpy, no I/O: the service streams stored updates through these objects and persists the
 states they return (plain arrays and scalars).
 """
 
 from coordinator.aggregation.accumulator import AccumulatorState, WeightedSum
+from coordinator.aggregation.cohort import (
+    CohortPlan,
+    ReportTimeModel,
+    RoundHistory,
+    fit_report_times,
+    plan_cohort,
+)
 from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
 from coordinator.aggregation.rounds import (
     BufferMeasurements,
@@ -37,6 +44,7 @@ __all__ = [
     "AggregationError",
     "BufferMeasurements",
     "BufferState",
+    "CohortPlan",
     "Constant",
     "FedAdam",
     "FedAvgM",
@@ -48,6 +56,8 @@ __all__ = [
     "NormMoments",
     "OptimizerState",
     "Polynomial",
+    "ReportTimeModel",
+    "RoundHistory",
     "RoundMeasurements",
     "ServerOptimizer",
     "ServerSGD",
@@ -55,6 +65,8 @@ __all__ = [
     "StalenessFunction",
     "WeightedSum",
     "clip_by_norm",
+    "fit_report_times",
+    "plan_cohort",
     "server_optimizer_from_config",
     "staleness_from_config",
 ]

@@ -31,7 +31,7 @@ from coordinator.api.schemas import (
     VersionNumber,
     error_responses,
 )
-from coordinator.blobs import get_blob
+from coordinator.db.blobs import get_blob
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
 from coordinator.services import devices, jobs, leasing, updates

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordinator.aggregation import OptimizerState, ServerOptimizer, server_optimizer_from_config
-from coordinator.blobs import get_blob, put_blob
 from coordinator.config import AggregationConfig, JobCreate
+from coordinator.db.blobs import get_blob, put_blob
 from coordinator.db.models import (
     Job,
     JobMode,

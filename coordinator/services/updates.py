@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.aggregation import clip_by_norm
 from coordinator.api.schemas import UploadReceipt
-from coordinator.blobs import put_blob
+from coordinator.db.blobs import put_blob
 from coordinator.db.models import (
     Device,
     Job,

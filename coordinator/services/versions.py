@@ -22,8 +22,8 @@ from coordinator.aggregation import (
     staleness_from_config,
 )
 from coordinator.aggregation.accumulator import FloatArray
-from coordinator.blobs import get_blob, put_blob, release
 from coordinator.config import AggregationConfig
+from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, Lease, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
 from coordinator.services.jobs import (
