@@ -7,7 +7,8 @@ device either drops out (with probability ``dropout``: half abort, half go silen
 after a log-normally distributed training-and-upload time. Compared per dropout rate:
 
 - fixed: the cohort is ``ceil(1.3 × target)`` and the deadline is the configured one;
-- adaptive: ``coordinator.selection`` learns cohort size and deadline from past rounds.
+- adaptive: ``coordinator.aggregation.cohort`` learns the cohort size and deadline from past
+  rounds.
 
 Printed per policy and dropout: share of rounds completed, share of device work wasted
 (non-dropped devices whose training did not enter a version: cut when the round reached its
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from coordinator.api.schemas import CheckInRequest, JobCreate
+from coordinator.config import JobCreate
 from coordinator.db.migrate import upgrade
 from coordinator.db.models import Device, Lease, Round, RoundStatus
 from coordinator.db.session import make_engine, make_session_factory, transaction
@@ -40,9 +41,10 @@ from coordinator.services import devices, jobs, leasing, plans, updates
 from coordinator.services.maintenance import sweep
 from coordinator.settings import Settings
 from fedge.clock import ManualClock
+from fedge.protocol import EligibilityFacts
 from fedge.wire import encode_vector
 
-FACTS = CheckInRequest(num_examples=50)
+FACTS = EligibilityFacts(num_examples=50)
 MEDIAN_REPORT_SECONDS = 120.0
 DELTA = encode_vector(np.zeros(610, np.float32))
 
@@ -69,7 +71,7 @@ def run(policy: str, dropout: float, args: argparse.Namespace, plan_path: Path) 
         settings = Settings()
         manifest = json.loads(plan_path.with_suffix(".json").read_text())
         with transaction(sessions) as s:
-            from coordinator.blobs import put_blob
+            from coordinator.db.blobs import put_blob
 
             plan = plans.register_plan(
                 s,

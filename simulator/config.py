@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-# The simulator's one import of the coordinator's job schema: when it moves, this line follows.
-from coordinator.api.schemas import JobCreate
+# The simulator's one import of the coordinator's job schema (pydantic only, no web stack).
+from coordinator.config import JobCreate
 
 
 class PartitionConfig(BaseModel):

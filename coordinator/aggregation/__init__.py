@@ -1,20 +1,34 @@
-"""Aggregation of device updates: streaming weighted sums, staleness, server optimizers, rounds.
+"""Aggregation of device updates: weighted sums, staleness, server optimizers, rounds, cohorts.
 
-Pure numpy, no I/O: the service streams stored updates through these objects and persists the
-states they return (plain arrays and scalars).
+Pure numpy and the standard library, no I/O: the service streams stored updates through these
+objects and persists the states they return (plain arrays and scalars).
+
+- ``accumulator``: the streaming weighted sum; ``norms``: update norms and their moments;
+- ``staleness``, ``server_optimizers``: the pieces FedBuff and FedAvg compose;
+- ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer;
+- ``clipping``: per-update norm bounds; ``cohort``: a round's cohort size and deadline;
+- ``configured``: a job's aggregation config (read through a protocol) → these objects.
 """
 
-from coordinator.aggregation.accumulator import AccumulatorState, WeightedSum
-from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
-from coordinator.aggregation.rounds import (
-    BufferMeasurements,
-    BufferState,
-    FedAvgRound,
-    FedBuffBuffer,
-    NormMoments,
-    RoundMeasurements,
-    clip_by_norm,
+from coordinator.aggregation.accumulator import AccumulatorState, FloatArray, WeightedSum
+from coordinator.aggregation.clipping import NormBound, NormPolicy, clip_by_norm
+from coordinator.aggregation.cohort import (
+    CohortPlan,
+    ReportTimeModel,
+    RoundHistory,
+    fit_report_times,
+    plan_cohort,
 )
+from coordinator.aggregation.configured import Aggregation, AggregationSettings, configured
+from coordinator.aggregation.errors import (
+    AggregationError,
+    NonFiniteError,
+    NormTooLargeError,
+    StaleUpdateError,
+)
+from coordinator.aggregation.fedavg import FedAvgRound, RoundMeasurements
+from coordinator.aggregation.fedbuff import BufferMeasurements, BufferState, FedBuffBuffer
+from coordinator.aggregation.norms import NormMoments, l2_norm, update_norm
 from coordinator.aggregation.server_optimizers import (
     FedAdam,
     FedAvgM,
@@ -34,20 +48,29 @@ from coordinator.aggregation.staleness import (
 
 __all__ = [
     "AccumulatorState",
+    "Aggregation",
     "AggregationError",
+    "AggregationSettings",
     "BufferMeasurements",
     "BufferState",
+    "CohortPlan",
     "Constant",
     "FedAdam",
     "FedAvgM",
     "FedAvgRound",
     "FedBuffBuffer",
     "FedYogi",
+    "FloatArray",
     "Hinge",
     "NonFiniteError",
+    "NormBound",
     "NormMoments",
+    "NormPolicy",
+    "NormTooLargeError",
     "OptimizerState",
     "Polynomial",
+    "ReportTimeModel",
+    "RoundHistory",
     "RoundMeasurements",
     "ServerOptimizer",
     "ServerSGD",
@@ -55,6 +78,11 @@ __all__ = [
     "StalenessFunction",
     "WeightedSum",
     "clip_by_norm",
+    "configured",
+    "fit_report_times",
+    "l2_norm",
+    "plan_cohort",
     "server_optimizer_from_config",
     "staleness_from_config",
+    "update_norm",
 ]

@@ -43,6 +43,14 @@ def check_weight(weight: float) -> None:
         raise AggregationError(f"weight must be finite and > 0, got {weight}")
 
 
+def check_num_examples(num_examples: int) -> None:
+    """Refuse an example count that is not a positive integer (it weighs the update)."""
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int | np.integer):
+        raise AggregationError(f"num_examples must be an integer, got {num_examples!r}")
+    if num_examples < 1:
+        raise AggregationError(f"num_examples must be >= 1, got {num_examples}")
+
+
 def read_only(array: ArrayT) -> ArrayT:
     """The array, made read-only: arrays inside a frozen state must not be edited in place."""
     array.flags.writeable = False

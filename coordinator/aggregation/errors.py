@@ -3,6 +3,7 @@
 FedgeError (fedge.errors)
 └── AggregationError (also a ValueError)   an update or a state that cannot be aggregated
     ├── StaleUpdateError                   an update based on a version older than allowed
+    ├── NormTooLargeError                  an update longer than its job's norm bound allows
     └── NonFiniteError                     a sum, model or optimizer state that overflowed
 
 Bad *configuration* (a negative learning rate, an unknown optimizer name) raises a plain
@@ -25,6 +26,15 @@ class StaleUpdateError(AggregationError):
         )
         self.staleness = staleness
         self.max_staleness = max_staleness
+
+
+class NormTooLargeError(AggregationError):
+    """An update whose L2 norm exceeds ``max_norm`` under the ``reject`` policy."""
+
+    def __init__(self, norm: float, max_norm: float) -> None:
+        super().__init__(f"update norm {norm:.4g} exceeds the bound {max_norm:.4g}")
+        self.norm = norm
+        self.max_norm = max_norm
 
 
 class NonFiniteError(AggregationError):

@@ -11,7 +11,6 @@ from coordinator.api.limits import read_body
 from coordinator.api.schemas import (
     BlobReceipt,
     Id,
-    JobCreate,
     JobView,
     PlanCreate,
     PlanView,
@@ -19,7 +18,8 @@ from coordinator.api.schemas import (
     VersionView,
     error_responses,
 )
-from coordinator.blobs import put_blob
+from coordinator.config import JobCreate
+from coordinator.db.blobs import put_blob
 from coordinator.db.models import Job, Plan, Version
 from coordinator.db.session import transaction
 from coordinator.services import history, jobs, plans, rounds

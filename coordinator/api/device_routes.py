@@ -20,7 +20,7 @@ from coordinator.api.deps import (
 )
 from coordinator.api.limits import read_body
 from coordinator.api.schemas import Id, VersionNumber, error_responses
-from coordinator.blobs import get_blob
+from coordinator.db.blobs import get_blob
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
 from coordinator.services import devices, jobs, leasing, updates

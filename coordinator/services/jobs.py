@@ -9,9 +9,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import OptimizerState, ServerOptimizer, server_optimizer_from_config
-from coordinator.api.schemas import AggregationConfig, JobCreate
-from coordinator.blobs import get_blob, put_blob
+from coordinator.aggregation import OptimizerState, configured
+from coordinator.config import JobCreate
+from coordinator.db.blobs import get_blob, put_blob
 from coordinator.db.models import (
     Job,
     JobMode,
@@ -33,16 +33,6 @@ _TRANSITIONS: dict[str, tuple[set[JobStatus], JobStatus]] = {
 }
 
 
-def server_optimizer(config: AggregationConfig) -> ServerOptimizer:
-    """The server optimizer a job's aggregation config names."""
-    params: dict[str, Any] = {"learning_rate": config.server_learning_rate}
-    if config.server_optimizer == "fedavgm":
-        params["momentum"] = config.server_momentum
-    elif config.server_optimizer in ("fedadam", "fedyogi"):
-        params.update(beta1=config.beta1, beta2=config.beta2, tau=config.tau)
-    return server_optimizer_from_config(config.server_optimizer, **params)
-
-
 def encode_optimizer_state(state: OptimizerState) -> bytes:
     """Serialise an optimizer state as ``.npz`` bytes (no pickle)."""
     buffer = io.BytesIO()
@@ -62,7 +52,7 @@ def decode_optimizer_state(data: bytes) -> OptimizerState:
 def create_job(session: Session, request: JobCreate, *, now: float) -> Job:
     """Create a running job whose version 0 is the plan's initial weights."""
     plan = get_plan(session, request.plan_id)
-    optimizer = server_optimizer(request.aggregation)
+    optimizer = configured(request.aggregation).server_optimizer
     state_sha = put_blob(session, encode_optimizer_state(optimizer.init(plan.num_params)), now=now)
     job = Job(
         name=request.name,

@@ -13,7 +13,7 @@ import uuid
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
+from coordinator.config import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import (
     Device,
     Job,

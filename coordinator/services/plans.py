@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.blobs import get_blob
+from coordinator.db.blobs import get_blob
 from coordinator.db.models import Plan
 from coordinator.errors import BadRequest, Conflict, NotFound
 from fedge.errors import FedgeError

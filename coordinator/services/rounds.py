@@ -14,10 +14,9 @@ import math
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import NonFiniteError
-from coordinator.api.schemas import HEARTBEAT_GRACE, JobCreate
+from coordinator.aggregation import CohortPlan, NonFiniteError, RoundHistory, plan_cohort
+from coordinator.config import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus
-from coordinator.selection import CohortPlan, RoundHistory, plan_cohort
 from coordinator.services import versions
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.aggregation import clip_by_norm
-from coordinator.blobs import put_blob
+from coordinator.aggregation import NormTooLargeError, configured, update_norm
+from coordinator.db.blobs import put_blob
 from coordinator.db.models import (
     Device,
     Job,
@@ -77,17 +77,16 @@ def upload(
 
     config = job_config(job)
     delta = _decode(body, get_plan(session, job.plan_id).num_params)
-    norm = _l2_norm(delta)
+    norm = update_norm(delta)
     clipped = False
-    bound = config.aggregation.max_update_norm
-    if bound is not None and norm > bound:
-        if config.aggregation.norm_policy == "reject":
-            raise InvalidUpdate(
-                f"update norm {norm:.4g} exceeds the bound {bound:.4g}",
-                reason=Reason.NORM_TOO_LARGE,
-            )
-        delta, clipped = clip_by_norm(delta, bound)
-        body = encode_vector(delta)
+    bound = configured(config.aggregation).norm_bound
+    if bound is not None:
+        try:
+            delta, clipped = bound.apply(delta, norm)
+        except NormTooLargeError as exc:
+            raise InvalidUpdate(str(exc), reason=Reason.NORM_TOO_LARGE) from exc
+        if clipped:
+            body = encode_vector(delta)
     stored = put_blob(session, body, now=now, digest=None if clipped else digest)
 
     job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
@@ -196,12 +195,6 @@ def _check_lease(lease: Lease, *, base_version: int, now: float) -> None:
             f"lease {lease.id} handed out version {lease.base_version}, "
             f"the update says it was trained from version {base_version}"
         )
-
-
-def _l2_norm(delta: np.ndarray[Any, np.dtype[np.float32]]) -> float:
-    # float64 accumulation without BLAS: np.linalg.norm's threaded dot has a long latency
-    # tail on a busy server.
-    return float(np.sqrt(np.einsum("i,i->", delta, delta, dtype=np.float64)))
 
 
 def _replay(session: Session, job: Job, lease: Lease, digest: str) -> UploadReceipt:

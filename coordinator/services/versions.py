@@ -15,15 +15,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import (
-    FedAvgRound,
-    FedBuffBuffer,
-    NonFiniteError,
-    staleness_from_config,
-)
-from coordinator.aggregation.accumulator import FloatArray
-from coordinator.api.schemas import AggregationConfig
-from coordinator.blobs import get_blob, put_blob, release
+from coordinator.aggregation import FloatArray, NonFiniteError, configured
+from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, Lease, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
 from coordinator.services.jobs import (
@@ -31,27 +24,11 @@ from coordinator.services.jobs import (
     encode_optimizer_state,
     end_job,
     job_config,
-    server_optimizer,
     version_weights,
 )
 from coordinator.services.plans import get_plan
 from fedge.protocol import Reason
 from fedge.wire import decode_vector, encode_vector
-
-
-def fedbuff(config: AggregationConfig) -> FedBuffBuffer:
-    """The asynchronous aggregator a job's config describes."""
-    params: dict[str, float] = {}
-    if config.staleness == "polynomial":
-        params["exponent"] = config.staleness_exponent
-    elif config.staleness == "hinge":
-        params.update(a=config.hinge_a, b=config.hinge_b)
-    return FedBuffBuffer(
-        buffer_size=config.buffer_size,
-        max_staleness=config.max_staleness,
-        staleness=staleness_from_config(config.staleness, **params),
-        server_optimizer=server_optimizer(config),
-    )
 
 
 def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
@@ -79,7 +56,8 @@ def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     try:
-        server_optimizer(job_config(job).aggregation).apply(weights, delta, optimizer_state)
+        optimizer = configured(job_config(job).aggregation).server_optimizer
+        optimizer.apply(weights, delta, optimizer_state)
     except NonFiniteError as exc:
         raise InvalidUpdate(
             f"update refused: it would make the model non-finite ({exc})",
@@ -91,7 +69,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     """FedBuff: if K updates wait, fold them into version N+1; else do nothing."""
     started = time.perf_counter()  # a duration for operators, not logic: no clock needed
     config = job_config(job)
-    aggregator = fedbuff(config.aggregation)
+    aggregator = configured(config.aggregation).fedbuff
     pending = pending_updates(session, job.id)[: config.aggregation.buffer_size]
     if len(pending) < config.aggregation.buffer_size:
         return None
@@ -140,7 +118,7 @@ def make_version_from_round(session: Session, job: Job, current: Round, *, now: 
         .order_by(Update.id)
     ).all()
     num_params = get_plan(session, job.plan_id).num_params
-    aggregator = FedAvgRound(server_optimizer=server_optimizer(config.aggregation))
+    aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     pairs = (

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from coordinator.blobs import get_blob, put_blob
+from coordinator.db.blobs import get_blob, put_blob
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine
 from tests.databases import fresh_database

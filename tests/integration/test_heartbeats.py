@@ -5,7 +5,7 @@ import httpx
 import numpy as np
 import pytest
 
-from coordinator.api.schemas import HEARTBEAT_GRACE
+from coordinator.config import HEARTBEAT_GRACE
 from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.services import rounds
 from device_sdk.client import CoordinatorClient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.api.schemas import HEARTBEAT_GRACE
+from coordinator.config import HEARTBEAT_GRACE
 from coordinator.db.models import LeaseStatus
 from coordinator.errors import Forbidden, LeaseClosed
 from coordinator.services import leasing

@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.api.schemas import JobCreate
-from coordinator.blobs import put_blob
+from coordinator.config import JobCreate
+from coordinator.db.blobs import put_blob
 from coordinator.db.models import Device, Job, Lease, LeaseStatus, Plan, Round
 from coordinator.errors import CoordinatorError
 from coordinator.services import devices, jobs, leasing, maintenance, plans, updates

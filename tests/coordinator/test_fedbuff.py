@@ -1,5 +1,3 @@
-import tracemalloc
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,8 +16,8 @@ from coordinator.aggregation import (
     Polynomial,
     ServerSGD,
     StaleUpdateError,
-    clip_by_norm,
 )
+from tests.coordinator.aggregation_cases import cohorts, f32, finite32
 
 OPTIMIZERS = [
     ServerSGD(),
@@ -27,103 +25,6 @@ OPTIMIZERS = [
     FedAdam(learning_rate=0.1),
     FedYogi(learning_rate=0.1),
 ]
-finite32 = st.floats(-10, 10, width=32)
-
-
-def f32(*values):
-    return np.array(values, dtype=np.float32)
-
-
-@st.composite
-def cohorts(draw, num_params, max_size=6):
-    """A list of (delta, num_examples) of one model size."""
-    size = draw(st.integers(1, max_size))
-    return [
-        (draw(hnp.arrays(np.float32, num_params, elements=finite32)), draw(st.integers(1, 500)))
-        for _ in range(size)
-    ]
-
-
-def norms_of(cohort):
-    return np.array([np.linalg.norm(delta.astype(np.float64)) for delta, _ in cohort])
-
-
-# --- synchronous FedAvg ------------------------------------------------------------------------
-
-
-@settings(max_examples=50)
-@given(cohorts(num_params=4), hnp.arrays(np.float32, 4, elements=finite32))
-def test_fedavg_round_adds_the_example_weighted_mean_delta(cohort, weights):
-    round_ = FedAvgRound()
-
-    new_weights, _, _ = round_.step(weights, ServerSGD().init(4), cohort)
-
-    counts = np.array([n for _, n in cohort], dtype=np.float64)
-    mean = sum(n * d.astype(np.float64) for d, n in cohort) / counts.sum()
-    np.testing.assert_allclose(new_weights, weights + mean, rtol=1e-6, atol=1e-5)
-
-
-@settings(max_examples=50)
-@given(cohorts(num_params=3))
-def test_fedavg_round_measures_count_examples_and_norm_spread(cohort):
-    _, _, measurements = FedAvgRound().step(np.zeros(3, np.float32), ServerSGD().init(3), cohort)
-
-    norms = norms_of(cohort)
-    assert measurements.count == len(cohort)
-    assert measurements.num_examples == sum(n for _, n in cohort)
-    assert measurements.update_norm_mean == pytest.approx(norms.mean(), rel=1e-9, abs=1e-9)
-    assert measurements.update_norm_variance == pytest.approx(norms.var(), rel=1e-6, abs=1e-6)
-
-
-def test_fedavg_round_uses_its_server_optimizer():
-    round_ = FedAvgRound(server_optimizer=ServerSGD(learning_rate=0.5))
-    updates = [(f32(2, 0), 1), (f32(0, 2), 1)]
-
-    new_weights, state, _ = round_.step(f32(0, 0), round_.server_optimizer.init(2), updates)
-
-    np.testing.assert_array_equal(new_weights, f32(0.5, 0.5))
-    assert state.step == 1
-
-
-def test_fedavg_round_streams_updates_in_memory_of_the_model_size():
-    # Holding 200 updates of 50k float32 weights would take 200 model sizes (40 MB); streamed,
-    # the round keeps a float64 running sum, the update in hand and a few temporaries.
-    num_params = 50_000
-    model_bytes = 4 * num_params
-
-    def updates():
-        for i in range(200):
-            yield np.full(num_params, i % 7, dtype=np.float32), 1 + i % 3
-
-    tracemalloc.start()
-    try:
-        FedAvgRound().step(
-            np.zeros(num_params, np.float32), ServerSGD().init(num_params), updates()
-        )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-
-    assert peak < 20 * model_bytes
-
-
-def test_a_round_without_updates_is_refused():
-    with pytest.raises(AggregationError, match="at least one update"):
-        FedAvgRound().step(f32(0, 0), ServerSGD().init(2), [])
-
-
-@pytest.mark.parametrize("num_examples", [0, -3, 2.5, True])
-def test_an_update_without_a_positive_integer_example_count_is_refused(num_examples):
-    with pytest.raises(AggregationError, match="num_examples"):
-        FedAvgRound().step(f32(0, 0), ServerSGD().init(2), [(f32(1, 1), num_examples)])
-
-
-def test_a_bad_update_in_a_round_is_refused_with_what_is_wrong():
-    with pytest.raises(AggregationError, match="delta has 1 non-finite"):
-        FedAvgRound().step(f32(0, 0), ServerSGD().init(2), [(f32(1, 1), 3), (f32(np.nan, 1), 3)])
-
-
-# --- asynchronous FedBuff ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=repr)
@@ -282,52 +183,3 @@ def test_buffer_state_does_not_grow_with_the_number_of_updates():
 def test_bad_buffer_configuration_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FedBuffBuffer(**kwargs)
-
-
-# --- clipping ----------------------------------------------------------------------------------
-
-
-def test_clip_by_norm_scales_a_long_update_down_to_the_bound():
-    clipped, was_clipped = clip_by_norm(f32(3, 4), max_norm=1.0)
-
-    np.testing.assert_allclose(clipped, f32(0.6, 0.8), rtol=1e-6)
-    assert was_clipped
-
-
-def test_clip_by_norm_returns_a_short_update_unchanged():
-    delta = f32(0.3, 0.4)
-
-    clipped, was_clipped = clip_by_norm(delta, max_norm=1.0)
-
-    assert clipped is delta
-    assert not was_clipped
-
-
-@settings(max_examples=50)
-@given(
-    hnp.arrays(np.float32, 5, elements=finite32),
-    st.floats(1e-3, 100),
-)
-def test_a_clipped_update_is_within_the_bound_and_keeps_its_direction(delta, max_norm):
-    clipped, was_clipped = clip_by_norm(delta, max_norm)
-
-    norm = np.linalg.norm(delta.astype(np.float64))
-    assert np.linalg.norm(clipped.astype(np.float64)) <= max_norm * (1 + 1e-6)
-    assert was_clipped == (norm > max_norm)
-    if was_clipped:
-        np.testing.assert_allclose(clipped, delta * (max_norm / norm), rtol=1e-5, atol=1e-7)
-
-
-def test_clipping_composes_in_front_of_a_round():
-    updates = [(f32(30, 40), 1), (f32(0.3, 0.4), 1)]
-    clipped = ((clip_by_norm(delta, 1.0)[0], n) for delta, n in updates)
-
-    new_weights, _, _ = FedAvgRound().step(f32(0, 0), ServerSGD().init(2), clipped)
-
-    np.testing.assert_allclose(new_weights, f32(0.45, 0.6), rtol=1e-6)
-
-
-@pytest.mark.parametrize("max_norm", [0.0, -1.0, float("inf"), float("nan")])
-def test_clip_by_norm_refuses_a_bound_that_is_not_finite_and_positive(max_norm):
-    with pytest.raises(ValueError, match="max_norm"):
-        clip_by_norm(f32(1, 1), max_norm)

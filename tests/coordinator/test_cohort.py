@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.selection import (
+from coordinator.aggregation.cohort import (
     MIN_OBSERVATIONS,
     RoundHistory,
     _at_least,

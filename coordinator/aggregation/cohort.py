@@ -16,7 +16,8 @@ dynamic adjustment as future work. Here both are learned from the job's own clos
   up front: the chance a *place* reports counts its replacements, and where the surplus
   would waste too much work the deadline leaves room for one (below).
 
-Pure functions over plain numbers; the service feeds them the history it reads.
+Pure functions over plain numbers (stdlib only); the service reads the history from the database
+(``coordinator.services.rounds.history``) and feeds it in.
 """
 
 from __future__ import annotations

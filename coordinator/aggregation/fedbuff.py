@@ -1,15 +1,13 @@
-"""The two compositions the service runs: a synchronous FedAvg round and a FedBuff buffer.
+"""Asynchronous FedBuff: a buffer of staleness-weighted updates, flushed every K.
 
-Each is a frozen object holding configuration only; state goes in and comes out explicitly,
-with measurements beside it (TFF's ``MeasuredProcess``: ``next(state, value) -> (state,
-result, measurements)``). Weighting, staleness, clipping and the server optimizer are separate
-pieces passed in, not flags. Memory stays O(model size): updates are folded in one at a time.
+A frozen object holding configuration only; the buffer's state goes in and comes out
+explicitly, with measurements beside it (TFF's ``MeasuredProcess``). Staleness weighting and the
+server optimizer are separate pieces passed in, not flags. Memory stays O(model size): updates
+are folded in one at a time.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,117 +16,14 @@ from coordinator.aggregation.accumulator import (
     AccumulatorState,
     FloatArray,
     WeightedSum,
-    check_vector,
+    check_num_examples,
 )
 from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
+from coordinator.aggregation.norms import NormMoments, l2_norm
 from coordinator.aggregation.server_optimizers import OptimizerState, ServerOptimizer, ServerSGD
 from coordinator.aggregation.staleness import Polynomial, StalenessFunction
 
 _SUM = WeightedSum()
-
-
-def clip_by_norm(delta: FloatArray, max_norm: float) -> tuple[FloatArray, bool]:
-    """Scale ``delta`` down to L2 norm ``max_norm`` if it is longer; say whether it was.
-
-    Per-update clipping bounds any one device's influence (DP-FedAvg, McMahan et al., ICLR
-    2018). Compose it in front of ``accept`` or ``step``; a delta within bounds is returned as is.
-    """
-    if not (math.isfinite(max_norm) and max_norm > 0):
-        raise ValueError(f"max_norm must be finite and > 0, got {max_norm}")
-    check_vector(delta, num_params=int(np.size(delta)))
-    norm = _l2_norm(delta)
-    if norm <= max_norm:
-        return delta, False
-    return (delta.astype(np.float64) * (max_norm / norm)).astype(np.float32), True
-
-
-def _l2_norm(delta: FloatArray) -> float:
-    """‖Δ‖₂, summed in float64."""
-    return float(np.linalg.norm(delta.astype(np.float64)))
-
-
-def _check_num_examples(num_examples: int) -> None:
-    """Refuse an example count that is not a positive integer (it weighs the update)."""
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int | np.integer):
-        raise AggregationError(f"num_examples must be an integer, got {num_examples!r}")
-    if num_examples < 1:
-        raise AggregationError(f"num_examples must be >= 1, got {num_examples}")
-
-
-@dataclass(frozen=True)
-class NormMoments:
-    """Count, Σ‖Δ‖ and Σ‖Δ‖² of update norms: mean and variance without keeping the norms."""
-
-    count: int = 0
-    total: float = 0.0
-    total_squares: float = 0.0
-
-    def add(self, norm: float) -> NormMoments:
-        """These moments with one more norm."""
-        return NormMoments(self.count + 1, self.total + norm, self.total_squares + norm * norm)
-
-    @property
-    def mean(self) -> float:
-        """Mean norm (0 when empty)."""
-        return self.total / self.count if self.count else 0.0
-
-    @property
-    def variance(self) -> float:
-        """Population variance E[‖Δ‖²] − E[‖Δ‖]², clamped at 0 against rounding."""
-        if not self.count:
-            return 0.0
-        return max(self.total_squares / self.count - self.mean**2, 0.0)
-
-
-@dataclass(frozen=True)
-class RoundMeasurements:
-    """What a synchronous round reports: updates, examples, and the spread of update norms."""
-
-    count: int
-    num_examples: int
-    update_norm_mean: float
-    update_norm_variance: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class FedAvgRound:
-    """Synchronous FedAvg (McMahan et al., AISTATS 2017) with a pluggable server optimizer.
-
-    The example-weighted mean Σnᵢ·Δᵢ / Σnᵢ is the pseudo-gradient; ``ServerSGD()`` (η = 1)
-    gives plain FedAvg, ``FedAdam(...)`` gives Reddi et al.'s FedAdam, and so on.
-    """
-
-    server_optimizer: ServerOptimizer = field(default_factory=ServerSGD)
-
-    def step(
-        self,
-        weights: FloatArray,
-        optimizer_state: OptimizerState,
-        updates: Iterable[tuple[FloatArray, int]],
-    ) -> tuple[FloatArray, OptimizerState, RoundMeasurements]:
-        """Aggregate ``(delta, num_examples)`` pairs, streamed, and take one server step.
-
-        ``updates`` may be a generator reading blobs one at a time: only the running sum is
-        kept. Raises :class:`AggregationError` for a bad update or when there are none.
-        """
-        total = _SUM.start(optimizer_state.num_params)
-        norms, examples = NormMoments(), 0
-        for delta, num_examples in updates:
-            _check_num_examples(num_examples)
-            total = _SUM.add(total, delta, weight=float(num_examples))
-            norms, examples = norms.add(_l2_norm(delta)), examples + int(num_examples)
-        if total.count == 0:
-            raise AggregationError("a round needs at least one update to aggregate")
-        new_weights, new_state = self.server_optimizer.apply(
-            weights, _SUM.mean(total), optimizer_state
-        )
-        measurements = RoundMeasurements(
-            count=total.count,
-            num_examples=examples,
-            update_norm_mean=norms.mean,
-            update_norm_variance=norms.variance,
-        )
-        return new_weights, new_state, measurements
 
 
 @dataclass(frozen=True)
@@ -200,13 +95,13 @@ class FedBuffBuffer:
             raise AggregationError(
                 f"the buffer already holds {state.count} of {self.buffer_size} updates; flush it"
             )
-        _check_num_examples(num_examples)
+        check_num_examples(num_examples)
         weight = float(num_examples) * self.staleness(staleness)  # n·s(τ) — FedBuff
         return BufferState(
             sum=_SUM.add(state.sum, delta, weight=weight),
             num_examples=state.num_examples + int(num_examples),
             staleness_total=state.staleness_total + int(staleness),
-            norms=state.norms.add(_l2_norm(delta)),
+            norms=state.norms.add(l2_norm(delta)),
         )
 
     def is_full(self, state: BufferState) -> bool:

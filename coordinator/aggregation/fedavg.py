@@ -1,0 +1,70 @@
+"""Synchronous FedAvg: one server step from a closed round's reports.
+
+A frozen object holding configuration only; state goes in and comes out explicitly, with
+measurements beside it (TFF's ``MeasuredProcess``: ``next(state, value) -> (state, result,
+measurements)``). The server optimizer is a separate piece passed in, not a flag. Memory stays
+O(model size): updates are folded in one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from coordinator.aggregation.accumulator import FloatArray, WeightedSum, check_num_examples
+from coordinator.aggregation.errors import AggregationError
+from coordinator.aggregation.norms import NormMoments, l2_norm
+from coordinator.aggregation.server_optimizers import OptimizerState, ServerOptimizer, ServerSGD
+
+_SUM = WeightedSum()
+
+
+@dataclass(frozen=True)
+class RoundMeasurements:
+    """What a synchronous round reports: updates, examples, and the spread of update norms."""
+
+    count: int
+    num_examples: int
+    update_norm_mean: float
+    update_norm_variance: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FedAvgRound:
+    """Synchronous FedAvg (McMahan et al., AISTATS 2017) with a pluggable server optimizer.
+
+    The example-weighted mean Σnᵢ·Δᵢ / Σnᵢ is the pseudo-gradient; ``ServerSGD()`` (η = 1)
+    gives plain FedAvg, ``FedAdam(...)`` gives Reddi et al.'s FedAdam, and so on.
+    """
+
+    server_optimizer: ServerOptimizer = field(default_factory=ServerSGD)
+
+    def step(
+        self,
+        weights: FloatArray,
+        optimizer_state: OptimizerState,
+        updates: Iterable[tuple[FloatArray, int]],
+    ) -> tuple[FloatArray, OptimizerState, RoundMeasurements]:
+        """Aggregate ``(delta, num_examples)`` pairs, streamed, and take one server step.
+
+        ``updates`` may be a generator reading blobs one at a time: only the running sum is
+        kept. Raises :class:`AggregationError` for a bad update or when there are none.
+        """
+        total = _SUM.start(optimizer_state.num_params)
+        norms, examples = NormMoments(), 0
+        for delta, num_examples in updates:
+            check_num_examples(num_examples)
+            total = _SUM.add(total, delta, weight=float(num_examples))
+            norms, examples = norms.add(l2_norm(delta)), examples + int(num_examples)
+        if total.count == 0:
+            raise AggregationError("a round needs at least one update to aggregate")
+        new_weights, new_state = self.server_optimizer.apply(
+            weights, _SUM.mean(total), optimizer_state
+        )
+        measurements = RoundMeasurements(
+            count=total.count,
+            num_examples=examples,
+            update_norm_mean=norms.mean,
+            update_norm_variance=norms.variance,
+        )
+        return new_weights, new_state, measurements

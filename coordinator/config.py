@@ -1,0 +1,131 @@
+"""A job's configuration as an admin writes it: validated at creation, stored with the job.
+
+The routes accept it and the services act on it, so it sits below both: pydantic only, no
+FastAPI and nothing of ``coordinator.api``. The aggregation package takes what it needs from it
+through a protocol (``coordinator.aggregation.configured``), without importing it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error: a typo in a config must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a count, not a boolean")
+    return value
+
+
+# JSON Schema's numbers: 3 and 3.0, but not ``false``, which pydantic's lax int/float take as 0.
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+Amount = Annotated[float, BeforeValidator(_not_a_bool)]
+
+
+class PopulationConfig(Strict):
+    """Who may train: eligibility requirements and population policies."""
+
+    min_examples: Count = Field(1, ge=1)
+    min_separation_seconds: Amount = Field(
+        0.0, ge=0, description="least time between two contributions of one device"
+    )
+    require_charging: bool = True
+    require_idle: bool = True
+    require_unmetered: bool = True
+    min_free_memory_mb: Amount = Field(0.0, ge=0)
+
+
+class AggregationConfig(Strict):
+    """How updates become versions."""
+
+    mode: Literal["async", "sync"] = "async"
+    # Asynchronous (FedBuff, Nguyen et al., AISTATS 2022)
+    concurrency: Count = Field(100, ge=1, description="most leases out at once (C)")
+    buffer_size: Count = Field(10, ge=1, description="accepted updates per new version (K)")
+    max_staleness: Count = Field(20, ge=0)
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_exponent: Amount = Field(0.5, ge=0)
+    hinge_a: Amount = Field(10.0, gt=0)
+    hinge_b: Count = Field(4, ge=0)
+    # Synchronous (FedAvg rounds, Bonawitz et al., SysML 2019)
+    target: Count = Field(10, ge=1, description="reports that close a round")
+    minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
+    over_selection: Amount = Field(1.3, ge=1.0)
+    round_seconds: Amount = Field(600.0, gt=0, description="reporting deadline of a round")
+    adaptive_over_selection: bool = Field(
+        False,
+        description="learn the cohort size and deadline from past rounds "
+        "(coordinator.aggregation.cohort)",
+    )
+    completion_goal: Amount = Field(
+        0.95, gt=0, lt=1, description="wanted share of rounds reaching the target (adaptive)"
+    )
+    max_surplus: Amount = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="with heartbeats, the share of surplus devices in a cohort above which a "
+        "round waits for one refill instead of selecting them (adaptive)",
+    )
+    # Server optimizer (Reddi et al., ICLR 2021)
+    server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
+    server_learning_rate: Amount = Field(1.0, gt=0)
+    server_momentum: Amount = Field(0.9, ge=0, lt=1)
+    beta1: Amount = Field(0.9, ge=0, lt=1)
+    beta2: Amount = Field(0.99, ge=0, lt=1)
+    tau: Amount = Field(1e-3, gt=0)
+    # Update checks
+    max_update_norm: float | None = Field(None, gt=0)
+    norm_policy: Literal["clip", "reject"] = "reject"
+
+    @model_validator(mode="after")
+    def _minimum_within_target(self) -> AggregationConfig:
+        if self.minimum is not None and self.minimum > self.target:
+            raise ValueError(f"minimum ({self.minimum}) exceeds target ({self.target})")
+        return self
+
+
+# A lease survives this many missed heartbeats: one lost request or a slow step is not death.
+HEARTBEAT_GRACE = 3
+
+
+class TaskConfig(Strict):
+    """Local training settings; unset fields take the plan's defaults."""
+
+    local_epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    mu: float | None = Field(None, ge=0)
+    lease_seconds: Amount = Field(600.0, gt=0, description="time a device has to upload")
+    heartbeat_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how often a device confirms it is still working on its task; a lease "
+        f"unconfirmed for {HEARTBEAT_GRACE} intervals expires and frees its slot. None: no "
+        "heartbeats, a vanished device holds its slot until lease_seconds run out",
+    )
+
+
+class JobCreate(Strict):
+    """An admin's request for a new training job."""
+
+    name: str = Field(..., min_length=1, max_length=128)
+    plan_id: Count
+    aggregation: AggregationConfig = AggregationConfig()
+    population: PopulationConfig = PopulationConfig()
+    task: TaskConfig = TaskConfig()
+    max_versions: int | None = Field(None, ge=1, description="stop after this many versions")
+    keep_updates: bool = Field(
+        False,
+        description="keep each update's bytes after it is folded into a version (audit, "
+        "replay); otherwise they are released, and the database grows by one model per "
+        "version instead of one per update",
+    )
