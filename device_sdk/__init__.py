@@ -6,12 +6,11 @@ It never imports TensorFlow, FastAPI or SQLAlchemy (import-linter enforces it).
 from device_sdk.errors import DeviceError, PlanError, RuntimeUnavailableError, TrainingError
 from device_sdk.plan_runner import EvalResult, PlanRunner
 from device_sdk.runtime import available_runtimes, load_interpreter_class
-from device_sdk.trainer import LocalTrainingConfig, TrainResult, evaluate, train_locally
+from device_sdk.trainer import TrainResult, evaluate, train_locally
 
 __all__ = [
     "DeviceError",
     "EvalResult",
-    "LocalTrainingConfig",
     "PlanError",
     "PlanRunner",
     "RuntimeUnavailableError",

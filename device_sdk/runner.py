@@ -33,7 +33,7 @@ from device_sdk.session import (
     Train,
     Upload,
 )
-from device_sdk.trainer import LocalTrainingConfig, TrainResult, train_locally
+from device_sdk.trainer import TrainResult, train_locally
 from fedge.errors import ManifestError, WireFormatError
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
 from fedge.protocol import Reason, Task
@@ -222,15 +222,7 @@ def train_task(
     """
     try:
         base = decode_vector(weights, expected_length=runner.num_params)
-        hp = task.hparams
-        config = LocalTrainingConfig(
-            epochs=hp.local_epochs,
-            batch_size=hp.batch_size,
-            learning_rate=hp.learning_rate,
-            momentum=hp.momentum,
-            mu=hp.mu,
-        )
-        return train_locally(runner, base_weights=base, x=x, y=y, config=config, rng=rng)
+        return train_locally(runner, base_weights=base, x=x, y=y, hparams=task.hparams, rng=rng)
     except TrainingError as diverged:
         return Failure(0, "diverged", str(diverged))
     except (DeviceError, ManifestError, WireFormatError) as broken:

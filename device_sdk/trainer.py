@@ -10,21 +10,7 @@ import numpy.typing as npt
 
 from device_sdk.errors import PlanError, TrainingError
 from device_sdk.plan_runner import EvalResult, FloatArray, PlanRunner
-
-
-@dataclass(frozen=True)
-class LocalTrainingConfig:
-    """Hyper-parameters of one local training task (from the plan's defaults or the server)."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    mu: float = 0.0  # FedProx proximal term; 0 is FedAvg
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise PlanError("epochs and batch_size must be at least 1")
+from fedge.manifest import HyperParameters
 
 
 @dataclass(frozen=True)
@@ -42,30 +28,37 @@ def train_locally(
     base_weights: FloatArray,
     x: npt.ArrayLike,
     y: npt.ArrayLike,
-    config: LocalTrainingConfig,
+    hparams: HyperParameters,
     rng: np.random.Generator,
 ) -> TrainResult:
-    """Train from ``base_weights`` for ``config.epochs`` epochs, shuffling with ``rng``.
+    """Train from ``base_weights`` for ``hparams.local_epochs`` epochs, shuffling with ``rng``.
+
+    ``hparams`` are the task's (:class:`fedge.manifest.HyperParameters`, the one definition:
+    the plan's defaults, or the server's per task).
 
     The last batch of an epoch may be smaller than ``batch_size`` (plans take a dynamic batch).
     Raises :class:`TrainingError` if the loss or the weights stop being finite, so that a
     diverged update never leaves the device.
     """
+    if hparams.local_epochs < 1 or hparams.batch_size < 1:
+        raise PlanError("local_epochs and batch_size must be at least 1")
     xs, ys = np.asarray(x), np.asarray(y)
     num_examples = int(xs.shape[0])
     if num_examples == 0:
         raise PlanError("cannot train on zero examples")
     runner.set_weights(base_weights)
     runner.set_anchor(base_weights)
-    runner.set_hparams(learning_rate=config.learning_rate, momentum=config.momentum, mu=config.mu)
+    runner.set_hparams(
+        learning_rate=hparams.learning_rate, momentum=hparams.momentum, mu=hparams.mu
+    )
 
     started = time.perf_counter()
     steps, epoch_loss = 0, 0.0
-    for _ in range(config.epochs):
+    for _ in range(hparams.local_epochs):
         order = rng.permutation(num_examples)
         loss_sum = 0.0
-        for start in range(0, num_examples, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for start in range(0, num_examples, hparams.batch_size):
+            batch = order[start : start + hparams.batch_size]
             loss = runner.train_step(xs[batch], ys[batch])
             if not np.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at step {steps}: training diverged")

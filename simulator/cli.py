@@ -11,7 +11,8 @@ from pathlib import Path
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from device_sdk import LocalTrainingConfig, PlanRunner, evaluate, train_locally
+    from device_sdk import PlanRunner, evaluate, train_locally
+    from fedge.manifest import HyperParameters
     from fedge.wire import decode_vector
     from simulator import datasets
 
@@ -27,8 +28,8 @@ def _train(args: argparse.Namespace) -> int:
         datasets.load(args.dataset), test_size=args.test_size, rng=rng
     )
     hp = manifest.hparams
-    config = LocalTrainingConfig(
-        epochs=1,
+    hparams = HyperParameters(
+        local_epochs=1,
         batch_size=args.batch_size or hp.batch_size,
         learning_rate=args.learning_rate if args.learning_rate is not None else hp.learning_rate,
         momentum=args.momentum if args.momentum is not None else hp.momentum,
@@ -36,12 +37,12 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"training {manifest.name} on-device ({runner.runtime}) on {args.dataset}: "
         f"{len(train)} train / {len(test)} test examples, {args.epochs} epochs, "
-        f"batch {config.batch_size}, lr {config.learning_rate}, momentum {config.momentum}"
+        f"batch {hparams.batch_size}, lr {hparams.learning_rate}, momentum {hparams.momentum}"
     )
     history = []
     for epoch in range(1, args.epochs + 1):
         result = train_locally(
-            runner, base_weights=weights, x=train.x, y=train.y, config=config, rng=rng
+            runner, base_weights=weights, x=train.x, y=train.y, hparams=hparams, rng=rng
         )
         weights = weights + result.delta
         runner.set_weights(weights)

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 
 from device_sdk import (
-    LocalTrainingConfig,
     PlanError,
     PlanRunner,
     TrainingError,
     evaluate,
     train_locally,
 )
+from fedge.manifest import HyperParameters
 from fedge.wire import decode_vector
 
 
@@ -28,10 +28,10 @@ def separable_data(rng, size=103):
 def test_training_returns_the_delta_from_the_base_and_the_example_count(logreg):
     runner, initial = logreg
     x, y = separable_data(np.random.default_rng(0))
-    config = LocalTrainingConfig(epochs=2, batch_size=10, learning_rate=0.1)
+    config = HyperParameters(local_epochs=2, batch_size=10, learning_rate=0.1)
 
     result = train_locally(
-        runner, base_weights=initial, x=x, y=y, config=config, rng=np.random.default_rng(1)
+        runner, base_weights=initial, x=x, y=y, hparams=config, rng=np.random.default_rng(1)
     )
 
     assert result.num_examples == 103
@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_on_learnable_data(logreg):
         base_weights=initial,
         x=x,
         y=y,
-        config=LocalTrainingConfig(epochs=5, batch_size=10, learning_rate=0.1),
+        hparams=HyperParameters(local_epochs=5, batch_size=10, learning_rate=0.1),
         rng=np.random.default_rng(1),
     )
 
@@ -65,13 +65,13 @@ def test_training_lowers_the_loss_on_learnable_data(logreg):
 def test_the_same_seed_gives_the_same_update(logreg):
     runner, initial = logreg
     x, y = separable_data(np.random.default_rng(0))
-    config = LocalTrainingConfig(epochs=1, batch_size=8, learning_rate=0.1, momentum=0.9)
+    config = HyperParameters(local_epochs=1, batch_size=8, learning_rate=0.1, momentum=0.9)
 
     first = train_locally(
-        runner, base_weights=initial, x=x, y=y, config=config, rng=np.random.default_rng(5)
+        runner, base_weights=initial, x=x, y=y, hparams=config, rng=np.random.default_rng(5)
     )
     second = train_locally(
-        runner, base_weights=initial, x=x, y=y, config=config, rng=np.random.default_rng(5)
+        runner, base_weights=initial, x=x, y=y, hparams=config, rng=np.random.default_rng(5)
     )
 
     assert first.delta.tobytes() == second.delta.tobytes()
@@ -82,9 +82,9 @@ def test_fedprox_mu_pulls_the_update_towards_the_base(logreg):
     x, y = separable_data(np.random.default_rng(0))
 
     def update_norm(mu: float) -> float:
-        config = LocalTrainingConfig(epochs=5, batch_size=10, learning_rate=0.1, mu=mu)
+        config = HyperParameters(local_epochs=5, batch_size=10, learning_rate=0.1, mu=mu)
         result = train_locally(
-            runner, base_weights=initial, x=x, y=y, config=config, rng=np.random.default_rng(1)
+            runner, base_weights=initial, x=x, y=y, hparams=config, rng=np.random.default_rng(1)
         )
         return float(np.linalg.norm(result.delta))
 
@@ -95,11 +95,11 @@ def test_a_diverging_run_raises_instead_of_returning_an_update(logreg):
     runner, initial = logreg
     x, y = separable_data(np.random.default_rng(0))
     x[0, 0] = 1e30
-    config = LocalTrainingConfig(epochs=3, batch_size=10, learning_rate=1e10)
+    config = HyperParameters(local_epochs=3, batch_size=10, learning_rate=1e10)
 
     with pytest.raises(TrainingError, match="diverged"):
         train_locally(
-            runner, base_weights=initial, x=x, y=y, config=config, rng=np.random.default_rng(0)
+            runner, base_weights=initial, x=x, y=y, hparams=config, rng=np.random.default_rng(0)
         )
 
 
@@ -112,11 +112,20 @@ def test_training_on_no_examples_is_refused(logreg):
             base_weights=initial,
             x=np.zeros((0, 60), np.float32),
             y=np.zeros(0, np.int32),
-            config=LocalTrainingConfig(),
+            hparams=HyperParameters(learning_rate=0.01),
             rng=np.random.default_rng(0),
         )
 
 
-def test_zero_epochs_is_refused():
+def test_zero_epochs_is_refused(logreg):
+    runner, initial = logreg
+
     with pytest.raises(PlanError, match="epochs"):
-        LocalTrainingConfig(epochs=0)
+        train_locally(
+            runner,
+            base_weights=initial,
+            x=np.zeros((4, 60), np.float32),
+            y=np.zeros(4, np.int32),
+            hparams=HyperParameters(learning_rate=0.01, local_epochs=0),
+            rng=np.random.default_rng(0),
+        )

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from coordinator.services.devices import LAST_SEEN_RESOLUTION
-from device_sdk import LocalTrainingConfig, PlanRunner, train_locally
+from device_sdk import PlanRunner, train_locally
 from device_sdk.errors import ProtocolError
-from fedge.manifest import PlanManifest
+from fedge.manifest import HyperParameters, PlanManifest
 from fedge.protocol import RetryWindow, Task
 from fedge.wire import decode_vector, encode_vector
 from simulator.datasets import synthetic_fedprox
@@ -40,8 +40,8 @@ def test_scripted_devices_train_an_async_job_to_new_versions_with_litert(coordin
                 base_weights=weights,
                 x=local.x,
                 y=local.y,
-                config=LocalTrainingConfig(
-                    epochs=1, batch_size=10, learning_rate=task.hparams.learning_rate
+                hparams=HyperParameters(
+                    local_epochs=1, batch_size=10, learning_rate=task.hparams.learning_rate
                 ),
                 rng=np.random.default_rng(1),
             )
