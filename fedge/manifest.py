@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -55,15 +55,13 @@ class HyperParameters:
     """Local training hyper-parameters: the plan's defaults, which a job may override per task.
 
     The one definition: a manifest holds the plan's, a task (:class:`fedge.protocol.Task`)
-    carries the ones a device must train with.
+    carries the ones a device must train with. ``mu`` is FedProx's proximal term (Li et al.,
+    MLSys 2020); 0 is plain FedAvg.
     """
-
-    __pydantic_config__: ClassVar[dict[str, Any]] = {"use_attribute_docstrings": True}
 
     learning_rate: float
     momentum: float = 0.0
-    mu: float = 0.0
-    """FedProx proximal term (Li et al., MLSys 2020); 0 is plain FedAvg"""
+    mu: float = 0.0  # FedProx proximal term (Li et al., MLSys 2020); 0 is plain FedAvg
     batch_size: int = 32
     local_epochs: int = 1
 

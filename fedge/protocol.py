@@ -19,7 +19,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -151,9 +151,26 @@ Flag = Annotated[bool, Bound(strict=True)]
 Name = Annotated[str, Bound(max_length=64)]
 Version = Annotated[str, Bound(max_length=32)]
 
-# Requests refuse unknown fields; every message documents its fields from their docstrings.
-_REQUEST: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
-_ANSWER: dict[str, Any] = {"use_attribute_docstrings": True}
+
+def _describe(schema: dict[str, Any], cls: type) -> None:
+    """JSON-schema hook: each field's ``doc`` (its metadata) becomes its description.
+
+    Written as field metadata rather than attribute docstrings, which pydantic would re-read
+    from the source file for every route that names the message (seconds at start-up).
+    """
+    for item in dataclasses.fields(cls):
+        if "doc" in item.metadata:
+            schema["properties"][item.name]["description"] = item.metadata["doc"]
+
+
+def _doc(text: str) -> dict[str, str]:
+    """Field metadata that documents a field (in the coordinator's OpenAPI schema)."""
+    return {"doc": text}
+
+
+# Requests refuse unknown fields: a typo must not be silently dropped.
+_REQUEST: dict[str, Any] = {"extra": "forbid", "json_schema_extra": _describe}
+_ANSWER: dict[str, Any] = {"json_schema_extra": _describe}
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -165,8 +182,7 @@ class RegisterRequest:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
 
-    runtime: Name = ""
-    """TFLite runtime, e.g. ai_edge_litert"""
+    runtime: Name = field(default="", metadata=_doc("TFLite runtime, e.g. ai_edge_litert"))
     sdk_version: Version = ""
 
 
@@ -186,8 +202,7 @@ class EligibilityFacts:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
 
-    num_examples: Count
-    """local examples available for training"""
+    num_examples: Count = field(metadata=_doc("local examples available for training"))
     charging: Flag = True
     idle: Flag = True
     unmetered: Flag = True
@@ -210,12 +225,17 @@ class Task:
     weights_url: str
     weights_sha256: str
     hparams: HyperParameters
-    deadline: float
-    """clock seconds; an upload after it is refused"""
-    round: int | None = None
-    """the synchronous round the lease belongs to; None in an asynchronous job"""
-    heartbeat_seconds: float | None = None
-    """confirm the lease (POST /v1/leases/{id}/heartbeat) this often while working"""
+    deadline: float = field(metadata=_doc("clock seconds; an upload after it is refused"))
+    round: int | None = field(
+        default=None,
+        metadata=_doc("the synchronous round the lease belongs to; None in an asynchronous job"),
+    )
+    heartbeat_seconds: float | None = field(
+        default=None,
+        metadata=_doc(
+            "confirm the lease (POST /v1/leases/{id}/heartbeat) this often while working"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -226,8 +246,9 @@ class RetryWindow:
 
     min: float
     max: float
-    reason: str
-    """why there is no task now, for a person reading the device's log"""
+    reason: str = field(
+        metadata=_doc("why there is no task now, for a person reading the device's log")
+    )
 
 
 @dataclass(frozen=True)
@@ -248,8 +269,7 @@ class UploadReceipt:
 
     status: Literal["accepted", "already_accepted"]
     lease_id: str
-    global_version: int
-    """the current global version after this upload"""
+    global_version: int = field(metadata=_doc("the current global version after this upload"))
     staleness: int
     clipped: bool = False
 
@@ -261,8 +281,7 @@ class HeartbeatResponse:
     __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
 
     lease_id: str
-    alive_until: float
-    """clock seconds; silent past it, the lease expires"""
+    alive_until: float = field(metadata=_doc("clock seconds; silent past it, the lease expires"))
     deadline: float
 
 
@@ -282,8 +301,9 @@ class ErrorBody:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
 
-    error: str
-    """machine-readable reason (:class:`Reason`), e.g. not_found, lease_closed"""
+    error: str = field(
+        metadata=_doc("machine-readable reason (:class:`Reason`), e.g. not_found, lease_closed")
+    )
     message: str
 
 

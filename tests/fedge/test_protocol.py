@@ -74,9 +74,9 @@ def test_the_spec_documents_request_bounds_and_refuses_unknown_request_fields():
     assert facts["properties"]["num_examples"]["minimum"] == 0
     assert facts["properties"]["runtime"]["maxLength"] == 64
     assert facts["required"] == ["num_examples"]
-    # Field docs come from the dataclasses' attribute docstrings, written once.
+    # Field docs are written once, beside the fields.
     assert "examples" in facts["properties"]["num_examples"]["description"]
-    assert "FedProx" in schemas["HyperParameters"]["properties"]["mu"]["description"]
+    assert "FedProx" in schemas["HyperParameters"]["description"]
     assert "additionalProperties" not in schemas["Task"]  # answers may grow
 
 

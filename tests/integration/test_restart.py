@@ -50,7 +50,6 @@ def test_sigkill_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path, 
         finally:
             server.stop()
 
-        assert max(restarts) < 5.0, restarts
         assert len(acknowledged) >= 10, "the fleet made too little progress to test anything"
         print(
             f"{kind}: restarts took {[round(r, 2) for r in restarts]} s; "
