@@ -4,7 +4,7 @@ The server runs as a real ``fedge coordinator serve`` process; scripted devices 
 in and uploading (retrying through connection errors, as devices do) while it is killed with
 SIGKILL at moments nobody chose and restarted from its database. Afterwards:
 
-- it was serving again within 5 seconds of each restart;
+- it was serving again after each restart (the times are printed, not asserted);
 - every upload a device saw acknowledged is stored exactly once (one update per lease);
 - every stored update went into exactly one version, or is still pending in the buffer;
 - versions are numbered 0..N without gaps, and the final weights equal the initial weights plus
