@@ -104,7 +104,8 @@ class _Floats(ValueCodec):
         return self.family
 
     def encode(self, values: F32, *, seed: int, rng: np.random.Generator) -> tuple[F32, U8]:
-        cast = values.astype(self._dtype)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            cast = values.astype(self._dtype)
         if not np.isfinite(cast).all():
             raise CodecError(f"codec {self.name}: a value is outside the {self._dtype} range")
         return np.zeros(0, np.float32), cast.view(np.uint8)
