@@ -99,12 +99,12 @@ def decode_vector(data: bytes, *, expected_length: int | None = None) -> npt.NDA
     magic, version, dtype_code, reserved, count = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WireFormatError("not a Fedge weight vector (bad magic bytes)")
-    if reserved != 0:  # kept for a future format: refused now, so it can mean something later
-        raise WireFormatError(f"reserved header bytes must be zero, got {reserved:#06x}")
     if version == CODEC_FORMAT_VERSION:
         raise WireFormatError(
             "wire format version 2 is a compressed update: read it with decode_update"
         )
+    if reserved != 0:  # kept for a future format: refused now, so it can mean something later
+        raise WireFormatError(f"reserved header bytes must be zero, got {reserved:#06x}")
     if version != FORMAT_VERSION:
         raise WireFormatError(f"unsupported wire format version {version}")
     dtype = _DTYPE_CODES.get(dtype_code)
