@@ -1,7 +1,10 @@
 """Specification of wire format version 2 (compressed updates) and its golden files."""
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -231,6 +234,19 @@ def test_a_flipped_bit_in_the_body_fails_the_checksum():
 
     with pytest.raises(WireFormatError, match="checksum"):
         decode_update(bytes(data))
+
+
+def test_the_codecs_and_the_wire_import_only_numpy_and_the_standard_library():
+    code = (
+        "import sys; before = set(sys.modules); import fedge.wire; "
+        "print(' '.join({m.split('.')[0] for m in set(sys.modules) - before}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    loaded = set(run.stdout.split())
+
+    assert run.returncode == 0, run.stderr
+    assert loaded - set(sys.stdlib_module_names) - {"numpy", "fedge", "__main__"} == set()
 
 
 if __name__ == "__main__":
