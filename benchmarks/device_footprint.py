@@ -386,7 +386,7 @@ def run_agent(
         store.add(train.x, train.y)
     state = work / "state"
     agent_log = work / "agent.log"
-    with coordinator(work) as served, agent_log.open("wb") as log:
+    with coordinator(work) as served:
         command = [
             str(venv_python.parent / "fedge"),
             *("device", "run", "--server", served.url, "--data", str(examples)),
@@ -394,7 +394,10 @@ def run_agent(
             *("--seed", "0", "--log-format", "json"),
         ]
         started = time.monotonic()
-        agent = subprocess.Popen(command, cwd=work, stderr=log, env=_clean_env())
+        agent = subprocess.Popen(command, cwd=work, stderr=subprocess.PIPE, env=_clean_env())
+        assert agent.stderr is not None
+        lines = LogLines(agent.stderr, agent_log)
+        lines.start()
         sampler = Sampler(agent.pid)
         sampler.start()
         try:
@@ -420,9 +423,10 @@ def run_agent(
                 agent.kill()
                 agent.wait()
         sampler.join(timeout=5)
+        lines.join(timeout=5)
     if code != 0:
         raise RuntimeError(f"the agent exited with {code}:\n{agent_log.read_text()[-3000:]}")
-    events = _agent_events(agent_log)
+    events = _agent_events(lines.lines)
     if "uploaded" not in events:
         raise RuntimeError(f"the agent uploaded nothing:\n{agent_log.read_text()[-3000:]}")
     last = sampler.samples[-1]
@@ -441,15 +445,35 @@ def run_agent(
     }
 
 
-def _agent_events(log: Path) -> dict[str, float]:
+class LogLines(threading.Thread):
+    """Copies the agent's stderr to a file, noting when each line arrived (monotonic seconds).
+
+    The JSON log's own ``time`` is to the second only (``fedge.logs``), too coarse for a task
+    of a few seconds; the agent's handler flushes every record, so arrival is within a read.
+    """
+
+    def __init__(self, stream: IO[bytes], log: Path) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.log = stream, log
+        self.lines: list[tuple[float, str]] = []
+
+    def run(self) -> None:
+        with self.log.open("wb") as out:
+            for raw in iter(self.stream.readline, b""):
+                self.lines.append((time.monotonic(), raw.decode(errors="replace")))
+                out.write(raw)
+                out.flush()
+
+
+def _agent_events(lines: list[tuple[float, str]]) -> dict[str, float]:
     """When the agent logged the task, training, trained and uploaded (JSON log lines)."""
     events: dict[str, float] = {}
-    for line in log.read_text().splitlines():
+    for arrived, line in lines:
         with suppress(ValueError):
             entry = json.loads(line)
             words = str(entry.get("message", "")).split(" ", 1)[0].rstrip(":")
             if words in ("task", "training", "trained", "uploaded"):
-                events.setdefault(words, float(entry["time"]))
+                events.setdefault(words, arrived)
     return events
 
 
