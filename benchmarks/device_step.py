@@ -128,6 +128,7 @@ class Row:
 
 
 def _timed(step: Callable[[], object], count: int) -> Callable[[], list[float]]:
+    """One round's trial for :func:`interleave`: ``count`` timed calls of ``step``."""
     return lambda: samples_ms(step, count)
 
 
