@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 TFLITE_VENV := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 PLANS := build/plans
-# Flower's simulation engine, for benchmarks/vs_flower.py. Its pins clash with ours (protobuf<7,
+# Flower's simulation engine, for benchmarks.vs_flower. Its pins clash with ours (protobuf<7,
 # fastapi 0.138, starlette 1.3, uvicorn 0.49, rich<15, packaging<26): a venv of its own.
 FLOWER_VENV := .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.installed-stamp
@@ -58,15 +58,15 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install $(TFLITE_STAMP)
-	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) benchmarks/device_step.py
+	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) -m benchmarks.device_step
 
 vs-flower: install $(FLOWER_STAMP)
-	$(PY) benchmarks/vs_flower.py
+	$(PY) -m benchmarks.vs_flower
 
 # TensorFlow Federated as an oracle for synchronous FedAvg (docs/oracle.md). TFF 0.87 pins
 # TF 2.14 and numpy<2, so it gets its own .venv-tff, built on first use; not part of `make test`.
 oracle: install
-	PYTHON=$(PYTHON) $(PY) benchmarks/oracle/run.py
+	PYTHON=$(PYTHON) $(PY) -m benchmarks.oracle.run
 
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) $(FLOWER_VENV) .venv-tff build .pytest_cache .mypy_cache .ruff_cache

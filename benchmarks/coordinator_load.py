@@ -25,7 +25,7 @@ the last element and the CRC trailer change, the CRC continued from a precompute
 per-device rate limit is raised for the run; it guards against runaway devices, not throughput.
 The load generator shares the machine with the server, so on few cores it competes for CPU.
 
-Run: ``.venv/bin/python benchmarks/coordinator_load.py [--devices 16] [--seconds 10]
+Run: ``.venv/bin/python -m benchmarks.coordinator_load [--devices 16] [--seconds 10]
 [--configs sqlite1,sqlite2,pg1,pg2] [--plans DIR]``. PostgreSQL is reached as in the tests
 (``FEDGE_TEST_POSTGRES``, default ``postgres@127.0.0.1:5432``); configurations needing it are
 skipped when it is unreachable.
@@ -34,12 +34,9 @@ skipped when it is unreachable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,20 +49,26 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-# Run as a script, sys.path[0] is benchmarks/: put the repository root first for ``tests``.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 import numpy as np
 
+from benchmarks.harness import (
+    PeakMemory,
+    add_json_argument,
+    emit,
+    export_plan,
+    print_table,
+    publish_job,
+    serve_coordinator,
+)
 from coordinator.served import ServedCoordinator
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
+from fedge.admin_client import AdminClient
 from fedge.protocol import EligibilityFacts, Task
 from fedge.wire import decode_vector, encode_vector
 from tests.databases import POSTGRES_ADMIN, fresh_database, postgres_available
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "mnist_cnn"
 ADMIN_TOKEN = "coordinator-load-admin-token"
 CONFIGS = {  # name: (database, uvicorn workers)
@@ -100,54 +103,6 @@ class Updates:
         prefix, crc = self.prefixes[serial % len(self.prefixes)]
         last = struct.pack("<I", (117 << 23) | (serial & 0x7FFFFF))  # float32 exponent -10
         return prefix + last + struct.pack("<I", zlib.crc32(last, crc))
-
-
-class Server(ServedCoordinator):
-    """``fedge coordinator serve`` in its own process group, so its workers die with it."""
-
-    def __init__(self, db_url: str, workers: int, log: Path) -> None:
-        super().__init__(
-            db_url,
-            workers=workers,
-            admin_token=ADMIN_TOKEN,
-            log_path=log,
-            extra_env={"FEDGE_RATE_LIMIT_PER_MINUTE": "1000000"},
-            cwd=ROOT,
-            poll_seconds=0.1,
-        )
-
-    def rss_mb(self) -> float:
-        """Summed VmRSS of the server process and all its descendants."""
-        assert self.process is not None
-        return sum(_vm_rss_kb(pid) for pid in _descendants(self.process.pid)) / 1024
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left of it."""
-        super().stop(grace)
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def _vm_rss_kb(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0  # gone, or a zombie
 
 
 @dataclass
@@ -258,31 +213,11 @@ class Row:
     server_over_floor: float
 
 
-def publish(admin: httpx.Client, plans: Path, devices: int) -> tuple[int, str]:
-    """Upload the plan's blobs, register it, create the load job; return (job id, plan sha)."""
-    digests = {}
-    for suffix in ("tflite", "weights"):
-        response = admin.put("/v1/admin/blobs", content=(plans / f"{MODEL}.{suffix}").read_bytes())
-        response.raise_for_status()
-        digests[suffix] = response.json()["sha256"]
-    manifest = json.loads((plans / f"{MODEL}.json").read_text())
-    plan = admin.post(
-        "/v1/admin/plans",
-        json={
-            "manifest": manifest,
-            "plan_sha256": digests["tflite"],
-            "initial_weights_sha256": digests["weights"],
-        },
-    )
-    plan.raise_for_status()
+def load_job(devices: int) -> dict[str, object]:
+    """An async FedBuff job with room for every device, K = 10, constant staleness weight."""
     aggregation = {"mode": "async", "concurrency": 100 * devices, "buffer_size": 10}
     aggregation |= {"max_staleness": 1_000_000, "staleness": "constant"}
-    job = admin.post(
-        "/v1/admin/jobs",
-        json={"name": "coordinator load", "plan_id": plan.json()["id"], "aggregation": aggregation},
-    )
-    job.raise_for_status()
-    return int(job.json()["id"]), digests["tflite"]
+    return {"name": "coordinator load", "aggregation": aggregation}
 
 
 def floor_rate(updates: Updates, count: int, num_params: int, repeats: int = 3) -> float:
@@ -309,11 +244,13 @@ class Load:
     rss_peak_mb: float
 
 
-def drive(server: Server, args: argparse.Namespace, plans: Path, updates: Updates) -> Load:
+def drive(
+    server: ServedCoordinator, args: argparse.Namespace, plans: Path, updates: Updates
+) -> Load:
     """Publish the plan and job, then run the devices for the window, sampling the RSS."""
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as admin:
-        job_id, plan_sha = publish(admin, plans, args.devices)
+    assert server.process is not None
+    with AdminClient(server.url, ADMIN_TOKEN, timeout=120) as admin:
+        job_id, plan_sha = publish_job(admin, plans / f"{MODEL}.tflite", load_job(args.devices))
         tally, window = Tally(), Window(args.seconds)
         ready = threading.Barrier(args.devices + 1, action=window.open)
         devices = [
@@ -327,24 +264,16 @@ def drive(server: Server, args: argparse.Namespace, plans: Path, updates: Update
         try:
             for device in devices:
                 device.start()
-            rss_idle = server.rss_mb()  # the devices are registering: near idle
-            peak = [rss_idle]
-
-            def sample() -> None:
-                while not window.stop.wait(RSS_PERIOD):
-                    peak[0] = max(peak[0], server.rss_mb())
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            ready.wait(timeout=300)
-            for device in devices:
-                device.join()
-            seconds = time.monotonic() - window.start
+            # Entered while the devices register: its first sample is near idle.
+            with PeakMemory(server.process.pid, interval=RSS_PERIOD, pss=False) as memory:
+                ready.wait(timeout=300)
+                for device in devices:
+                    device.join()
+                seconds = time.monotonic() - window.start
         finally:
             window.stop.set()  # on an error or Ctrl-C, devices leave after their request
-        peak[0] = max(peak[0], server.rss_mb())
-        versions = int(admin.get(f"/v1/admin/jobs/{job_id}").json()["current_version"])
-    return Load(tally, seconds, versions, rss_idle, peak[0])
+        versions = int(admin.job(job_id)["current_version"])
+    return Load(tally, seconds, versions, memory.first_rss_mb, memory.peak_rss_mb)
 
 
 def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) -> Row:
@@ -355,12 +284,15 @@ def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) 
         tempfile.TemporaryDirectory(prefix="fedge-load-") as tmp,
         fresh_database(kind, Path(tmp)) as db_url,
     ):
-        server = Server(db_url, workers, Path(tmp) / "server.log")
-        try:
-            server.start()
+        served = serve_coordinator(
+            db_url,
+            workers=workers,
+            admin_token=ADMIN_TOKEN,
+            log_path=Path(tmp) / "server.log",
+            extra_env={"FEDGE_RATE_LIMIT_PER_MINUTE": "1000000"},
+        )
+        with served as server:
             load = drive(server, args, plans, updates)
-        finally:
-            server.stop()
 
     tally, seconds = load.tally, load.seconds
 
@@ -394,36 +326,34 @@ def measure(name: str, args: argparse.Namespace, plans: Path, updates: Updates) 
     )
 
 
-def print_table(rows: list[Row]) -> None:
+def print_rows(rows: list[Row]) -> None:
     """Print the rows side by side."""
-    header = (
-        f"{'config':<9}{'chk-in/s':>9}{'upd/s':>7}{'vers':>5}{'chk-in p50/p99':>16}"
-        f"{'download p50/p99':>18}{'upload p50/p99':>16}{'refused':>8}{'RSS idle/peak':>15}"
-        f"{'floor/s':>9}{'srv/floor':>10}"
+    columns = [("config", 9), ("chk-in/s", 9), ("upd/s", 7), ("vers", 5)]
+    columns += [("chk-in p50/p99", 16), ("download p50/p99", 18), ("upload p50/p99", 16)]
+    columns += [("refused", 8), ("RSS idle/peak", 15), ("floor/s", 9), ("srv/floor", 10)]
+    print_table(
+        columns,
+        [
+            (
+                r.config,
+                f"{r.check_ins_per_s:.1f}",
+                f"{r.updates_per_s:.1f}",
+                str(r.versions),
+                f"{r.check_in_p50_ms:.0f}/{r.check_in_p99_ms:.0f}",
+                f"{r.download_p50_ms:.0f}/{r.download_p99_ms:.0f}",
+                f"{r.upload_p50_ms:.0f}/{r.upload_p99_ms:.0f}",
+                str(sum(r.refused.values())),
+                f"{r.rss_idle_mb:.0f}/{r.rss_peak_mb:.0f}",
+                f"{r.floor_updates_per_s:.0f}",
+                f"{r.server_over_floor:.4f}",
+            )
+            for r in rows
+        ],
+        notes=[
+            "latencies in ms as a device sees them; RSS in MB, server and worker processes "
+            "summed; floor = numpy decode + float64 sum of as many updates, in one process"
+        ],
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.config:<9}{r.check_ins_per_s:>9.1f}{r.updates_per_s:>7.1f}{r.versions:>5}"
-            f"{f'{r.check_in_p50_ms:.0f}/{r.check_in_p99_ms:.0f}':>16}"
-            f"{f'{r.download_p50_ms:.0f}/{r.download_p99_ms:.0f}':>18}"
-            f"{f'{r.upload_p50_ms:.0f}/{r.upload_p99_ms:.0f}':>16}"
-            f"{sum(r.refused.values()):>8}{f'{r.rss_idle_mb:.0f}/{r.rss_peak_mb:.0f}':>15}"
-            f"{r.floor_updates_per_s:>9.0f}{r.server_over_floor:>10.4f}"
-        )
-    print(
-        "latencies in ms as a device sees them; RSS in MB, server and worker processes summed; "
-        "floor = numpy decode + float64 sum of as many updates, in one process"
-    )
-
-
-def _export(out: Path) -> Path:
-    """Export the plan in a subprocess, keeping TensorFlow out of the load generator."""
-    command = [sys.executable, "-m", "fedge.cli", "models", "export", MODEL, "--out", str(out)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    return out
 
 
 def main() -> None:
@@ -435,6 +365,7 @@ def main() -> None:
         "--configs", default=",".join(CONFIGS), help="comma-separated, of " + ",".join(CONFIGS)
     )
     parser.add_argument("--plans", type=Path, help=f"a directory holding {MODEL}.* (else export)")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     names = args.configs.split(",")
@@ -449,14 +380,14 @@ def main() -> None:
         print(f"skipping {','.join(skipped)}: PostgreSQL is unreachable at {POSTGRES_ADMIN}")
 
     with tempfile.TemporaryDirectory(prefix="fedge-load-plan-") as tmp:
-        plans = args.plans or _export(Path(tmp))
+        plans = args.plans or export_plan(MODEL, Path(tmp)).parent
         num_params = int(json.loads((plans / f"{MODEL}.json").read_text())["num_params"])
         updates = Updates(num_params)
         rows = []
         for name in names:
             print(f"{name}: {args.devices} devices for {args.seconds:g} s …", flush=True)
             rows.append(measure(name, args, plans, updates))
-    print_table(rows)
+    print_rows(rows)
     summary = {
         "model": MODEL,
         "num_params": num_params,
@@ -464,11 +395,10 @@ def main() -> None:
         "devices": args.devices,
         "seconds": args.seconds,
         "buffer_size": 10,
-        "cpus": os.cpu_count(),
         "skipped": skipped,
         "configs": {row.config: asdict(row) for row in rows},
     }
-    print(json.dumps(summary, separators=(",", ":")))
+    emit(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ them (seed 0, 1,000 held out); the clean venv gets them as an ``.npz`` (the trai
 example store the benchmark writes as a host app would (the agent), so nothing but
 ``fedge[device]`` is installed there.
 
-Run: ``.venv/bin/python benchmarks/device_footprint.py [--repeats 7] [--rounds 5]
+Run: ``.venv/bin/python -m benchmarks.device_footprint [--repeats 7] [--rounds 5]
 [--plans build/plans] [--keep DIR]``. pip needs PyPI or a warm cache.
 """
 
@@ -50,18 +50,25 @@ from pathlib import Path
 from typing import IO, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 import numpy as np
 
+from benchmarks.harness import (
+    ROOT,
+    add_json_argument,
+    emit,
+    export_plan,
+    load_average,
+    publish_job,
+    ratio,
+    serve_coordinator,
+)
 from coordinator.served import ServedCoordinator
 from device_sdk.example_store import ExampleStore
 from device_sdk.footprint import FORBIDDEN_DISTRIBUTIONS
 from fedge.admin_client import AdminClient
 from simulator import datasets
 
-ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "device-footprint-admin-token"
 FORBIDDEN = sorted(FORBIDDEN_DISTRIBUTIONS)  # what a board must not get
 # A venv's own tools: there before `pip install`, not part of Fedge's cost.
@@ -73,7 +80,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 import device_sdk
-from device_sdk import LocalTrainingConfig, PlanRunner, train_locally
+from device_sdk import PlanRunner, train_locally
+from fedge.manifest import HyperParameters
 from fedge.wire import decode_vector
 plan_path, data_path, threads = sys.argv[1], sys.argv[2], sys.argv[3]
 runner = PlanRunner.from_files(
@@ -86,13 +94,13 @@ weights = decode_vector(
 data = np.load(data_path)
 x, y = data["x"], data["y"]
 hp = runner.manifest.hparams
-config = LocalTrainingConfig(
-    epochs=1, batch_size=32, learning_rate=hp.learning_rate, momentum=hp.momentum
+config = HyperParameters(
+    local_epochs=1, batch_size=32, learning_rate=hp.learning_rate, momentum=hp.momentum
 )
 rng = np.random.default_rng(0)
 print(json.dumps({"ready": True}), flush=True)
 for _ in sys.stdin:
-    result = train_locally(runner, base_weights=weights, x=x, y=y, config=config, rng=rng)
+    result = train_locally(runner, base_weights=weights, x=x, y=y, hparams=config, rng=rng)
     weights = weights + result.delta
     print(json.dumps({
         "seconds": result.metrics["seconds"],
@@ -104,10 +112,10 @@ for _ in sys.stdin:
 """
 
 # The same epoch in TensorFlow, in .venv: the plan's tf.Module, or Keras with stock layers.
+# Started in the checkout (cwd=ROOT), so ``-c`` finds its ``models`` first.
 _TF_WORKER = """
 import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, sys.argv[3])
 import numpy as np
 import tensorflow as tf
 from models import zoo
@@ -326,21 +334,15 @@ def _clean_env() -> dict[str, str]:
 # --- the agent, idle and training --------------------------------------------------------------
 
 
-class Coordinator(ServedCoordinator):
+def coordinator(work: Path) -> ServedCoordinator:
     """``fedge coordinator serve`` from ``.venv`` on loopback, with short retry windows."""
-
-    def __init__(self, work: Path) -> None:
-        super().__init__(
-            f"sqlite:///{work / 'coordinator.db'}",
-            admin_token=ADMIN_TOKEN,
-            log_path=work / "coordinator.log",
-            # No job running: a window of [max/4, 3 max/4] = [1, 3] s (coordinator.leasing).
-            extra_env={"FEDGE_RETRY_MIN_SECONDS": "1", "FEDGE_RETRY_MAX_SECONDS": "4"},
-            cwd=ROOT,
-            poll_seconds=0.1,
-        )
-        self.log = self.log_path
-        self.db = self.db_url
+    return serve_coordinator(
+        f"sqlite:///{work / 'coordinator.db'}",
+        admin_token=ADMIN_TOKEN,
+        log_path=work / "coordinator.log",
+        # No job running: a window of [max/4, 3 max/4] = [1, 3] s (coordinator.leasing).
+        extra_env={"FEDGE_RETRY_MIN_SECONDS": "1", "FEDGE_RETRY_MAX_SECONDS": "4"},
+    )
 
 
 class Sampler(threading.Thread):
@@ -385,15 +387,18 @@ def run_agent(
         store.add(train.x, train.y)
     state = work / "state"
     agent_log = work / "agent.log"
-    with Coordinator(work) as coordinator, agent_log.open("wb") as log:
+    with coordinator(work) as served:
         command = [
             str(venv_python.parent / "fedge"),
-            *("device", "run", "--server", coordinator.url, "--data", str(examples)),
+            *("device", "run", "--server", served.url, "--data", str(examples)),
             *("--state-dir", str(state), "--probe", "none", "--max-tasks", "1"),
             *("--seed", "0", "--log-format", "json"),
         ]
         started = time.monotonic()
-        agent = subprocess.Popen(command, cwd=work, stderr=log, env=_clean_env())
+        agent = subprocess.Popen(command, cwd=work, stderr=subprocess.PIPE, env=_clean_env())
+        assert agent.stderr is not None
+        lines = LogLines(agent.stderr, agent_log)
+        lines.start()
         sampler = Sampler(agent.pid)
         sampler.start()
         try:
@@ -406,25 +411,23 @@ def run_agent(
             time.sleep(2 + idle_seconds)
             idle = sampler.between(registered + 2, registered + 2 + idle_seconds)
             job_created = time.monotonic()
-            with AdminClient(coordinator.url, ADMIN_TOKEN) as admin:
-                plan_id = admin.publish_plan(plan)["id"]
-                admin.create_job(
-                    {
-                        "name": "device footprint",
-                        "plan_id": plan_id,
-                        "aggregation": {"mode": "async", "buffer_size": 1},
-                        "task": {"local_epochs": 1, "batch_size": 32},
-                    }
-                )
+            with AdminClient(served.url, ADMIN_TOKEN) as admin:
+                job = {
+                    "name": "device footprint",
+                    "aggregation": {"mode": "async", "buffer_size": 1},
+                    "task": {"local_epochs": 1, "batch_size": 32},
+                }
+                publish_job(admin, plan, job)
             code = agent.wait(timeout=600)
         finally:
             if agent.poll() is None:
                 agent.kill()
                 agent.wait()
         sampler.join(timeout=5)
+        lines.join(timeout=5)
     if code != 0:
         raise RuntimeError(f"the agent exited with {code}:\n{agent_log.read_text()[-3000:]}")
-    events = _agent_events(agent_log)
+    events = _agent_events(lines.lines)
     if "uploaded" not in events:
         raise RuntimeError(f"the agent uploaded nothing:\n{agent_log.read_text()[-3000:]}")
     last = sampler.samples[-1]
@@ -443,15 +446,35 @@ def run_agent(
     }
 
 
-def _agent_events(log: Path) -> dict[str, float]:
+class LogLines(threading.Thread):
+    """Copies the agent's stderr to a file, noting when each line arrived (monotonic seconds).
+
+    The JSON log's own ``time`` is to the second only (``fedge.logs``), too coarse for a task
+    of a few seconds; the agent's handler flushes every record, so arrival is within a read.
+    """
+
+    def __init__(self, stream: IO[bytes], log: Path) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.log = stream, log
+        self.lines: list[tuple[float, str]] = []
+
+    def run(self) -> None:
+        with self.log.open("wb") as out:
+            for raw in iter(self.stream.readline, b""):
+                self.lines.append((time.monotonic(), raw.decode(errors="replace")))
+                out.write(raw)
+                out.flush()
+
+
+def _agent_events(lines: list[tuple[float, str]]) -> dict[str, float]:
     """When the agent logged the task, training, trained and uploaded (JSON log lines)."""
     events: dict[str, float] = {}
-    for line in log.read_text().splitlines():
+    for arrived, line in lines:
         with suppress(ValueError):
             entry = json.loads(line)
             words = str(entry.get("message", "")).split(" ", 1)[0].rstrip(":")
             if words in ("task", "training", "trained", "uploaded"):
-                events.setdefault(words, float(entry["time"]))
+                events.setdefault(words, arrived)
     return events
 
 
@@ -534,13 +557,13 @@ def epoch_seconds(
             env=_clean_env(),
         ),
         "tf_plan_module": Worker(
-            [sys.executable, "-c", _TF_WORKER, "tf_module", str(data), str(ROOT)],
-            cwd=work,
+            [sys.executable, "-c", _TF_WORKER, "tf_module", str(data)],
+            cwd=ROOT,
             log=work / "worker-tf-module.log",
         ),
         "tf_keras": Worker(
-            [sys.executable, "-c", _TF_WORKER, "keras", str(data), str(ROOT)],
-            cwd=work,
+            [sys.executable, "-c", _TF_WORKER, "keras", str(data)],
+            cwd=ROOT,
             log=work / "worker-keras.log",
         ),
     }
@@ -627,8 +650,8 @@ def print_report(result: Footprint, top: int) -> None:
         )
     for litert in (key for key in result.epoch_seconds if key.startswith("litert")):
         for key in ("tf_plan_module", "tf_keras"):
-            ratio = result.epoch_seconds[litert] / result.epoch_seconds[key]
-            print(f"{litert} / {key}: {ratio:.2f}")
+            over = ratio(result.epoch_seconds[litert], result.epoch_seconds[key])
+            print(f"{litert} / {key}: {over:.2f}")
     print(f"(device runtime: {result.runtime}; TensorFlow uses every core)")
     before, after = result.load_average
     print(f"1-minute load average: {before:.2f} at the start, {after:.2f} at the end")
@@ -644,9 +667,10 @@ def main() -> None:
     parser.add_argument("--python", default=shutil.which("python3.11") or sys.executable)
     parser.add_argument("--top", type=int, default=12, help="distributions listed by size")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
+    add_json_argument(parser)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="fedge-footprint-") as temporary:
         work = (args.keep or Path(temporary)).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -670,23 +694,7 @@ def main() -> None:
         startup = startup_seconds(venv_python, work, args.repeats)
 
         plans = (args.plans or work / "plans").resolve()
-        if args.plans is None:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "fedge.cli",
-                    "models",
-                    "export",
-                    "mnist_cnn",
-                    "--out",
-                    plans,
-                ],
-                check=True,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
-        plan = plans / "mnist_cnn.tflite"
+        plan = export_plan("mnist_cnn", plans, reuse=args.plans is not None)
         rng = np.random.default_rng(0)
         train, _ = datasets.train_test_split(datasets.load("mnist"), test_size=1000, rng=rng)
         data = work / "mnist_train.npz"
@@ -715,13 +723,13 @@ def main() -> None:
             epoch_first_seconds=firsts,
             worker_peak_rss_mb=peaks,
             runtime=str(litert["runtime"]),
-            load_average=(load_before, os.getloadavg()[0]),
+            load_average=(load_before, load_average()),
             versions=versions,
         )
     print_report(result, args.top)
     summary = asdict(result)
     summary.pop("modules_after_cli")
-    print(json.dumps(summary, separators=(",", ":")))
+    emit(summary, args.json)
     if forbidden:
         raise SystemExit(f"fedge[device] pulled in {', '.join(forbidden)}")
 

@@ -16,7 +16,7 @@ memory is measured in a fresh subprocess that imports only LiteRT and numpy, as 
 the interpreter of an environment that has it (``make test`` builds ``.venv-tflite``); it always
 runs in a subprocess, since it clashes with TensorFlow in one process.
 
-Run: ``.venv/bin/python benchmarks/device_step.py [--repeats N] [--models a,b]``.
+Run: ``.venv/bin/python -m benchmarks.device_step [--repeats N] [--models a,b]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -29,19 +29,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from benchmarks.harness import (
+    add_json_argument,
+    cell,
+    emit,
+    interleave,
+    load_average,
+    print_table,
+    ratio,
+    samples_ms,
+)
 from models import zoo
 from models.export import export_plan
 from models.layers import Conv3x3, Dense, Flatten, MaxPool2x2
@@ -118,13 +127,9 @@ class Row:
     tflite_runtime_ms: float | None
 
 
-def _samples(step: Callable[[], object], count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        step()
-        times.append(1e3 * (time.perf_counter() - start))
-    return times
+def _timed(step: Callable[[], object], count: int) -> Callable[[], list[float]]:
+    """One round's trial for :func:`interleave`: ``count`` timed calls of ``step``."""
+    return lambda: samples_ms(step, count)
 
 
 def _trainer(runtime: str, plan: Path, spec: zoo.ModelSpec, args: argparse.Namespace) -> dict:
@@ -169,14 +174,14 @@ def measure(name: str, args: argparse.Namespace, tflite_runtime: bool) -> Row:
             native = NativePlan(spec, seed=0)
             steps["tf_native"] = lambda: native.train(x_tf, y_tf)["loss"].numpy()
 
-        samples: dict[str, list[float]] = {key: [] for key in steps}
         for step in steps.values():
-            _samples(step, args.warmup)
+            samples_ms(step, args.warmup)
         per_round = max(1, args.repeats // ROUNDS)
-        for _ in range(ROUNDS):
-            for key, step in steps.items():
-                samples[key] += _samples(step, per_round)
-        ms = {key: statistics.median(values) for key, values in samples.items()}
+        trials = {key: _timed(step, per_round) for key, step in steps.items()}
+        samples = interleave(trials, ROUNDS)
+        ms = {
+            key: statistics.median(chain.from_iterable(rounds)) for key, rounds in samples.items()
+        }
 
         trainer = _trainer("ai_edge_litert", exported.plan_path, spec, args)
         if trainer["tensorflow_loaded"]:
@@ -192,7 +197,7 @@ def measure(name: str, args: argparse.Namespace, tflite_runtime: bool) -> Row:
         tf_same_ms=ms["tf_same"],
         tf_native_ms=native_ms,
         litert_over_tf_same=ms["litert"] / ms["tf_same"],
-        litert_over_tf_native=ms["litert"] / native_ms if native_ms else None,
+        litert_over_tf_native=ratio(ms["litert"], native_ms),
         plan_bytes=exported.manifest.plan_bytes,
         trainer_rss_mb=trainer["rss_mb"],
         trainer_peak_rss_mb=trainer["peak_rss_mb"],
@@ -201,34 +206,38 @@ def measure(name: str, args: argparse.Namespace, tflite_runtime: bool) -> Row:
     )
 
 
-def _cell(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def print_table(rows: list[Row], tflite_runtime: bool) -> None:
+def print_rows(rows: list[Row], tflite_runtime: bool) -> None:
     """Print the rows side by side."""
-    header = (
-        f"{'model':<18}{'LiteRT':>9}{'TF same':>9}{'TF nat.':>9}{'LR/same':>9}{'LR/nat.':>9}"
-        f"{'plan B':>10}{'RSS MB':>8}{'peak MB':>9}{'fresh LR':>10}{'tflite_rt':>10}"
-    )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row.model:<18}{_cell(row.litert_ms):>9}{_cell(row.tf_same_ms):>9}"
-            f"{_cell(row.tf_native_ms):>9}{_cell(row.litert_over_tf_same):>9}"
-            f"{_cell(row.litert_over_tf_native):>9}{row.plan_bytes:>10}"
-            f"{_cell(row.trainer_rss_mb, 1):>8}{_cell(row.trainer_peak_rss_mb, 1):>9}"
-            f"{_cell(row.trainer_litert_ms):>10}"
-            f"{_cell(row.tflite_runtime_ms) if tflite_runtime else 'skipped':>10}"
-        )
-    print(
+    columns = [("model", 18), ("LiteRT", 9), ("TF same", 9), ("TF nat.", 9), ("LR/same", 9)]
+    columns += [("LR/nat.", 9), ("plan B", 10), ("RSS MB", 8), ("peak MB", 9), ("fresh LR", 10)]
+    columns += [("tflite_rt", 10)]
+    notes = [
         "ms per training step (median); TF nat. = TensorFlow's own conv/pool/relu gradients "
         "(models with conv or pool only); RSS = fresh LiteRT-only trainer process after the "
         "steps; fresh LR = that process's ms/step"
-    )
+    ]
     if not tflite_runtime:
-        print("tflite_runtime: skipped (not importable in this environment)")
+        notes.append("tflite_runtime: skipped (not importable in this environment)")
+    print_table(
+        columns,
+        [
+            (
+                row.model,
+                cell(row.litert_ms),
+                cell(row.tf_same_ms),
+                cell(row.tf_native_ms),
+                cell(row.litert_over_tf_same),
+                cell(row.litert_over_tf_native),
+                f"{row.plan_bytes:,}",
+                cell(row.trainer_rss_mb, 1),
+                cell(row.trainer_peak_rss_mb, 1),
+                cell(row.trainer_litert_ms),
+                cell(row.tflite_runtime_ms) if tflite_runtime else "skipped",
+            )
+            for row in rows
+        ],
+        notes=notes,
+    )
 
 
 def main() -> None:
@@ -239,13 +248,15 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(zoo.ZOO), help="comma-separated zoo names")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     tflite_runtime = importlib.util.find_spec("tflite_runtime") is not None or bool(
         os.environ.get("FEDGE_TFLITE_PYTHON")
     )
+    load_start = load_average()
     rows = [measure(name, args, tflite_runtime) for name in args.models.split(",")]
-    print_table(rows, tflite_runtime)
+    print_rows(rows, tflite_runtime)
     summary = {
         "batch": args.batch,
         "threads": args.threads,
@@ -253,8 +264,9 @@ def main() -> None:
         "tensorflow": tf.__version__,
         "tflite_runtime": "measured" if tflite_runtime else "skipped: not importable",
         "models": {row.model: asdict(row) for row in rows},
+        "load_average_start": load_start,
     }
-    print(json.dumps(summary, separators=(",", ":")))
+    emit(summary, args.json)
 
 
 if __name__ == "__main__":

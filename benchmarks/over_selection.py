@@ -15,7 +15,7 @@ Printed per policy and dropout: share of rounds completed, share of device work 
 target, or late), mean virtual minutes per round, and the mean cohort.
 Goal from the issue: under 6-30 % dropout ≥ 95 % of rounds complete with ≤ 15 % work wasted.
 
-Run: ``.venv/bin/python benchmarks/over_selection.py [--rounds 60] [--target 20]``.
+Run: ``.venv/bin/python -m benchmarks.over_selection [--rounds 60] [--target 20]``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
+from benchmarks.harness import add_json_argument, emit, export_plan, print_table
 from coordinator.config import JobCreate
 from coordinator.db.migrate import upgrade
 from coordinator.db.models import Device, Lease, Round, RoundStatus
@@ -47,13 +44,6 @@ from fedge.wire import encode_vector
 FACTS = EligibilityFacts(num_examples=50)
 MEDIAN_REPORT_SECONDS = 120.0
 DELTA = encode_vector(np.zeros(610, np.float32))
-
-
-def export_logreg(out: Path) -> Path:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.export import export_plan
-
-    return export_plan("synthetic_logreg", out).plan_path
 
 
 POLICIES = ("fixed", "adaptive", "adaptive+heartbeats")
@@ -293,23 +283,33 @@ def main() -> None:
     )
     parser.add_argument("--heartbeat", type=float, default=30.0, help="heartbeat interval, s")
     parser.add_argument("--seed", type=int, default=0)
+    add_json_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
-        plan_path = export_logreg(Path(out))
+        plan_path = export_plan("synthetic_logreg", Path(out))
         rows = [
             run(policy, float(d), args, plan_path)
             for d in args.dropouts.split(",")
             for policy in POLICIES
         ]
-    header = ("dropout", "policy", "completed", "wasted", "min/round", "cohort", "beats/round")
-    print(f"{header[0]:>8} {header[1]:>20} " + " ".join(f"{h:>11}" for h in header[2:]))
-    for r in rows:
-        print(
-            f"{r['dropout']:>8.0%} {r['policy']:>20} {r['completed']:>11.1%} "
-            f"{r['wasted']:>11.1%} {r['minutes_per_round']:>11.1f} {r['mean_cohort']:>11.1f} "
-            f"{r['heartbeats_per_round']:>11.1f}"
-        )
-    print(json.dumps({"target": args.target, "rounds": args.rounds, "rows": rows}))
+    columns = [("dropout", 8), ("policy", 21), ("completed", 12), ("wasted", 12)]
+    columns += [("min/round", 12), ("cohort", 12), ("beats/round", 12)]
+    print_table(
+        columns,
+        [
+            (
+                f"{r['dropout']:.0%}",
+                r["policy"],
+                f"{r['completed']:.1%}",
+                f"{r['wasted']:.1%}",
+                f"{r['minutes_per_round']:.1f}",
+                f"{r['mean_cohort']:.1f}",
+                f"{r['heartbeats_per_round']:.1f}",
+            )
+            for r in rows
+        ],
+    )
+    emit({"target": args.target, "rounds": args.rounds, "seed": args.seed, "rows": rows}, args.json)
 
 
 if __name__ == "__main__":

@@ -9,24 +9,29 @@ devices drawn at random (a few get tasks, most get retry windows) with the clock
 lease has gone silent). Interleaved ``--repeats`` times, each on a fresh database; the median
 per request is printed with the ratio threaded / inline.
 
-Run: ``.venv/bin/python benchmarks/request_cost.py [--devices 10000] [--requests 3000]``.
+Run: ``.venv/bin/python -m benchmarks.request_cost [--devices 10000] [--requests 3000]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
+from benchmarks.harness import (
+    add_json_argument,
+    cell,
+    emit,
+    interleave,
+    medians,
+    print_table,
+    publish_job,
+    ratio,
+)
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
 from fedge.admin_client import AdminClient
@@ -50,9 +55,8 @@ def measure(inline: bool, args: argparse.Namespace, plan: Path) -> dict[str, flo
         ) as coordinator,
     ):
         admin = AdminClient(coordinator.base_url, ADMIN_TOKEN, transport=coordinator.transport)
-        plan_id = int(admin.publish_plan(plan)["id"])
-        job = SimulationConfig(devices=args.devices).job_config(plan_id)
-        admin.create_job(job.model_dump(mode="json", exclude_unset=True))
+        job = SimulationConfig(devices=args.devices).job_config(0)
+        publish_job(admin, plan, job.model_dump(mode="json", exclude_unset=True))
         tokens = coordinator.register_many(args.devices, runtime="bench", sdk_version="0")
         client = CoordinatorClient(coordinator.base_url, transport=coordinator.transport)
         facts = EligibilityFacts(num_examples=50)
@@ -85,22 +89,28 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--repeats", type=int, default=3)
+    add_json_argument(parser)
     args = parser.parse_args()
     plan = ensure_plan(SimulationConfig())
-    runs: dict[str, list[dict[str, float]]] = {"inline": [], "threaded": []}
-    for _ in range(args.repeats):
-        for name in runs:
-            runs[name].append(measure(name == "inline", args, plan))
-    medians = {
-        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
-        for name, results in runs.items()
-    }
+    runs = interleave(
+        {
+            "inline": lambda: measure(True, args, plan),
+            "threaded": lambda: measure(False, args, plan),
+        },
+        args.repeats,
+    )
+    figures = {name: medians(results) for name, results in runs.items()}
     print(f"{args.devices} devices, {args.requests} requests of each kind, {args.repeats} repeats")
-    print(f"{'ms / request':<14}{'inline':>10}{'threaded':>10}{'threaded/inline':>17}")
+    rows = []
     for key, label in (("check_in_ms", "check-in"), ("heartbeat_ms", "heartbeat")):
-        inline, threaded = medians["inline"][key], medians["threaded"][key]
-        print(f"{label:<14}{inline:>10.2f}{threaded:>10.2f}{threaded / inline:>17.2f}")
-    print(json.dumps({"args": vars(args), "medians": medians}))
+        inline, threaded = figures["inline"][key], figures["threaded"][key]
+        rows.append((label, cell(inline), cell(threaded), cell(ratio(threaded, inline))))
+    columns = [("ms / request", 14), ("inline", 10), ("threaded", 10), ("threaded/inline", 17)]
+    print_table(columns, rows)
+    emit(
+        {"args": {k: v for k, v in vars(args).items() if k != "json"}, "medians": figures},
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from the same population, timed in this process), so the ratio says what the rea
 the protocol and the event loop cost on top of the compute. ``--population 1000000`` adds the
 million-device run (registration in bulk, then one virtual hour).
 
-Run: ``.venv/bin/python benchmarks/sim_scale.py [--sizes 1000 10000 100000] [--hours 6]``.
+Run: ``.venv/bin/python -m benchmarks.sim_scale [--sizes 1000 10000 100000] [--hours 6]``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from device_sdk.plan_runner import PlanRunner  # noqa: E402
-from device_sdk.trainer import LocalTrainingConfig, train_locally  # noqa: E402
-from fedge.manifest import PlanManifest, manifest_path_for  # noqa: E402
-from simulator.config import SimulationConfig  # noqa: E402
-from simulator.device_data import DeviceData  # noqa: E402
-from simulator.run import ensure_plan  # noqa: E402
+from benchmarks.harness import ROOT, add_json_argument, emit, fedge_command, ratio
+from device_sdk.plan_runner import PlanRunner
+from device_sdk.trainer import train_locally
+from fedge.manifest import HyperParameters, PlanManifest, manifest_path_for
+from simulator.config import SimulationConfig
+from simulator.device_data import DeviceData
+from simulator.run import ensure_plan
 
 
 def run_size(devices: int, hours: float, out: Path, extra: list[str]) -> dict[str, float]:
     """One ``fedge simulate`` process; its summary."""
-    command = [
-        str(ROOT / ".venv" / "bin" / "fedge"),
+    command = fedge_command(
         "simulate",
         "--devices",
         str(devices),
@@ -52,7 +49,7 @@ def run_size(devices: int, hours: float, out: Path, extra: list[str]) -> dict[st
         "--set",
         "first_check_in_minutes=1440",
         *extra,
-    ]
+    )
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     summary: dict[str, float] = json.loads((out / "summary.json").read_text())
@@ -69,8 +66,8 @@ def training_floor(samples: int = 200) -> float:
     data = DeviceData(config.dataset, 10_000, config.partition, seed=0)
     hp = manifest.hparams
     epochs = config.job_config(1).task.local_epochs or hp.local_epochs  # unset: the plan's
-    local = LocalTrainingConfig(
-        epochs=epochs,
+    local = HyperParameters(
+        local_epochs=epochs,
         batch_size=hp.batch_size,
         learning_rate=hp.learning_rate,
         momentum=hp.momentum,
@@ -81,7 +78,7 @@ def training_floor(samples: int = 200) -> float:
     started = time.perf_counter()
     for device in devices:
         x, y = data.examples(int(device))
-        train_locally(runner, base_weights=weights, x=x, y=y, config=local, rng=rng)
+        train_locally(runner, base_weights=weights, x=x, y=y, hparams=local, rng=rng)
     return (time.perf_counter() - started) / samples
 
 
@@ -91,6 +88,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--hours", type=float, default=6.0)
     parser.add_argument("--population", type=int, default=0, help="also a run of this many")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     per_training = training_floor()
@@ -116,7 +114,7 @@ def main() -> int:
                 "peak_rss_mb": summary["peak_rss_mb"],
                 "population_bytes_per_device": summary["population_bytes_per_device"],
                 "floor_seconds": floor,
-                "wall_over_floor": summary["wall_seconds"] / floor if floor else float("nan"),
+                "wall_over_floor": ratio(summary["wall_seconds"], floor),
             }
             results.append(row)
             print(
@@ -124,10 +122,10 @@ def main() -> int:
                 f"{row['check_ins']:>7,} check-ins, {trainings:>6,.0f} trainings, "
                 f"{row['updates_per_second']:6.1f} updates/s, peak RSS {row['peak_rss_mb']:6.0f} MB"
                 f", {row['population_bytes_per_device']:.0f} B/device; LiteRT floor "
-                f"{floor:6.1f} s -> x{row['wall_over_floor']:.1f}",
+                f"{floor:6.1f} s -> x{row['wall_over_floor'] or float('nan'):.1f}",
                 flush=True,
             )
-    print(json.dumps({"floor_ms_per_training": per_training * 1000, "runs": results}))
+    emit({"floor_ms_per_training": per_training * 1000, "runs": results}, args.json)
     return 0
 
 

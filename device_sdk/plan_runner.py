@@ -1,8 +1,10 @@
 """Drive a training plan's signatures in a TFLite interpreter, with inputs checked first.
 
-One :class:`PlanRunner` holds one interpreter. A CNN training interpreter takes 60-110 MB, so
-callers that serve many (simulated) devices keep a small pool of runners and swap weights in
-with :meth:`PlanRunner.set_weights` instead of holding one per device.
+One :class:`PlanRunner` holds one interpreter. A CNN training interpreter takes many times the
+memory of its weights (its tensors, gradients and optimizer slots; figures in
+``benchmarks/RESULTS.md``), so callers that serve many (simulated) devices keep a small pool
+of runners and swap weights in with :meth:`PlanRunner.set_weights` instead of holding one per
+device.
 """
 
 from __future__ import annotations

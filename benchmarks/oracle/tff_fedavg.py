@@ -15,7 +15,8 @@ takes every client. Writes ``tff.npz``: the global weights after each round.
 TFF's C++ runtime starts a ``worker_binary`` child that outlives this process; it is stopped
 here on the way out (``run.py`` also sweeps this process's session for any left behind).
 
-Run: ``.venv-tff/bin/python benchmarks/oracle/tff_fedavg.py --work build/oracle``.
+Run: ``.venv-tff/bin/python -m benchmarks.oracle.tff_fedavg --work build/oracle`` from the
+repository root (it imports only ``benchmarks.oracle.exchange`` of the checkout).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import numpy as np
 import psutil
 import tensorflow as tf
 import tensorflow_federated as tff
-from exchange import TFF_FILE, FloatArray, Problem, save_trajectory
+
+from benchmarks.oracle.exchange import TFF_FILE, FloatArray, Problem, save_trajectory
 
 WORKER = "worker_binary"
 

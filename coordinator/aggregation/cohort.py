@@ -150,15 +150,14 @@ def plan_cohort(
     one replacement — the high quantile plus half a median task
     plus the detection time — so that a place lost at the typical moment is refilled by a
     device that reports as late as anyone else may, and the surplus can shrink. Rounds then
-    take longer: this trades round time for device work only where the surplus is large. In
-    ``benchmarks/over_selection.py`` a surplus share of 5 % keeps the measured waste within
-    the issue's 15 %: the waste at 6-30 % dropout falls from 15-34 % to 4-15 % with ≥ 95 % of
-    rounds completed (at 15 %, 19 % was wasted at 10 % dropout; at 10 %, 21 % at 6 % dropout
-    on one of three seeds). Room for more
-    refills is not worth it: with the deadline at the whole round bound the cohort shrank to
-    the target, rounds waited on their slowest device (9 minutes) and only 83 % completed at
-    30 % dropout. Without heartbeats (None) a silent device holds its place until the deadline:
-    every dropout is a lost place, and the cohort must cover them all.
+    take longer: this trades round time for device work only where the surplus is large. The
+    default ``max_surplus`` is the bound that met the issue's goal (rounds completed, work
+    wasted) at every dropout rate and seed ``benchmarks.over_selection`` tried; larger bounds
+    wasted more. Room for more refills is not worth it: with the deadline at the whole round
+    bound the cohort shrank to the target, rounds waited on their slowest device and fewer
+    completed. The figures are in ``benchmarks/RESULTS.md`` ("Adaptive over-selection").
+    Without heartbeats (None) a silent device holds its place until the deadline: every
+    dropout is a lost place, and the cohort must cover them all.
     """
     if not 0 < goal < 1:
         raise ValueError(f"goal must lie in (0, 1), got {goal}")

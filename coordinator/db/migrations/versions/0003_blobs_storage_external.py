@@ -1,8 +1,9 @@
 """Store blobs uncompressed on PostgreSQL.
 
-Weight vectors are float32 noise to pglz: with the default EXTENDED storage every 1.6 MB insert
-tries to compress, fails, and stores the raw bytes anyway (45-49 ms against 14-18 ms with
-EXTERNAL, measured for benchmarks/coordinator_load.py). SQLite has no such setting.
+Weight vectors are float32 noise to pglz: with the default EXTENDED storage every insert of a
+weight vector tries to compress, fails, and stores the raw bytes anyway: a much slower insert
+than with EXTERNAL (figures: benchmarks/RESULTS.md, "Coordinator under load"). SQLite has no
+such setting.
 
 Revision ID: 0003
 Revises: 0002

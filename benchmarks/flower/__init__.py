@@ -1,0 +1,1 @@
+"""Flower's side of :mod:`benchmarks.vs_flower`, run in ``.venv-flower``."""

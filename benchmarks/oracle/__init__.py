@@ -1,0 +1,1 @@
+"""TensorFlow Federated as the FedAvg oracle (``make oracle``; docs/oracle.md)."""
