@@ -67,8 +67,8 @@ _seen = ClockMemo[int](LAST_SEEN_RESOLUTION)
 def seen_within(session: Session, window: float, *, now: float) -> int:
     """How many devices made a request in the last ``window`` seconds (as of ≤ a minute ago).
 
-    Counting is a range scan of ``ix_devices_last_seen_at`` — 15 ms at 100,000 devices on
-    SQLite, 150 ms at a million — and ``last_seen_at`` itself moves only once a minute, so a
+    Counting is a range scan of ``ix_devices_last_seen_at`` (its cost at 10^5 and 10^6 devices
+    is in benchmarks/RESULTS.md), and ``last_seen_at`` itself moves only once a minute, so a
     count younger than that is as good as a fresh one.
     """
 
