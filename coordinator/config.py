@@ -59,6 +59,14 @@ class AggregationConfig(Strict):
     minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
     over_selection: Amount = Field(1.3, ge=1.0)
     round_seconds: Amount = Field(600.0, gt=0, description="reporting deadline of a round")
+    carry_rounds: Count = Field(
+        3,
+        ge=0,
+        description="a round that fails short of its minimum hands its accepted reports to the "
+        "next round, which may hand them on, until they are this many rounds old; the model "
+        "is unchanged by a failed round, so they are still trained from the version the next "
+        "round starts from (coordinator.services.rounds). 0: a failed round's reports are lost",
+    )
     adaptive_over_selection: bool = Field(
         False,
         description="learn the cohort size and deadline from past rounds "

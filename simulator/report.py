@@ -44,6 +44,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "data_mode": outcome.data_mode,
         "seed": config.seed,
         "dropout": config.population.dropout,
+        "crash_after_upload_chance": config.population.crash_chance,
         "devices_registered": int(np.count_nonzero(outcome.population.token)),
         "check_ins": stats.check_ins,
         "tasks": stats.tasks,

@@ -61,9 +61,9 @@ def check_in(
             reasons.append(refusal)
             continue
         lease = _issue(session, job, config, device, now=now)
-        if lease is not None:
+        if isinstance(lease, Lease):
             return CheckInResponse(task=_task(session, job, config, lease))
-        reasons.append(f"job {job.id} has all the devices it needs now")
+        reasons.append(lease)
     return _retry(retry_window(session, jobs[0], now=now, settings=settings), settings, reasons[0])
 
 
@@ -218,20 +218,23 @@ def _ineligible(
 
 def _issue(
     session: Session, job: Job, config: JobCreate, device: Device, *, now: float
-) -> Lease | None:
-    """A new lease if the job has room for one more device now."""
+) -> Lease | str:
+    """A new lease if the job has room for one more device now, else why not."""
+    full = f"job {job.id} has all the devices it needs now"
     round_id = None
     if job.mode == JobMode.ASYNC:
         active = session.scalar(
             select(func.count(Lease.id)).where(Lease.job_id == job.id, Lease.live(now))
         )
         if (active or 0) >= config.aggregation.concurrency:
-            return None
+            return full
         deadline = now + config.task.lease_seconds
     else:
         current = rounds.open_round(session, job, config, now=now)
         if current is None or not rounds.wants_more(session, current, now=now):
-            return None
+            return full
+        if rounds.has_reported(session, current, config, device.id):  # one report per round
+            return f"this device already reported in round {current.number} of job {job.id}"
         round_id = current.id
         deadline = min(now + config.task.lease_seconds, current.deadline_at)
     interval = config.task.heartbeat_seconds
