@@ -103,6 +103,7 @@ class Population:
         self.token = np.zeros(self.size, dtype="S43")  # empty until the device registers
         self.gone = np.zeros(self.size, dtype=bool)
         self.tasks = np.zeros(self.size, dtype=np.uint16)
+        self.contributions = np.zeros(self.size, dtype=np.uint16)  # updates the server accepted
         self.sessions = np.zeros(self.size, dtype=np.uint32)
         self.plan_cached = np.full(self.size, -1, dtype=np.int16)
         # Replayed availability (FedScale behaviour traces) replaces the daily windows.

@@ -14,9 +14,10 @@ An accepted report is never lost because another device vanished:
   round fails too, until it is ``aggregation.carry_rounds`` rounds older than the open round;
   then it is dropped (counted in no version), as every report of a failed round was before. A
   round that failed with its minimum (its step would have overflowed the model) hands nothing on.
-- **One report per device per round.** A device that reported in the open round (or whose report
-  was carried into it) gets no second lease in it, so no device counts twice in one version, and
-  a device that reports and checks in at once does not take a second place in its own round.
+- **Reports per device.** As before, a device that reported may take another place in its round
+  (or in the round its report was carried into): a small fleet fills its rounds. A job that wants
+  one report per device per version sets ``population.contribution_cap`` to one per version
+  (:mod:`coordinator.services.admission`), which counts carried reports too.
 """
 
 from __future__ import annotations
@@ -159,12 +160,6 @@ def reports(session: Session, current: Round, config: JobCreate) -> Sequence[Upd
     trained from the version ``current`` starts from.
     """
     return session.scalars(_reports(current.job_id, current, config)).all()
-
-
-def has_reported(session: Session, current: Round, config: JobCreate, device_id: str) -> bool:
-    """Whether ``device_id`` has a report in the open round, its own or carried in."""
-    mine = _reports(current.job_id, current, config).where(Update.device_id == device_id)
-    return session.scalar(mine.limit(1)) is not None
 
 
 def _reports(job_id: int, current: Round, config: JobCreate) -> Select[Update]:

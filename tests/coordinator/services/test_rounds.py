@@ -112,18 +112,6 @@ def test_a_round_with_its_minimum_but_not_its_target_at_the_deadline_still_count
     np.testing.assert_allclose(world.weights(job, 1), INITIAL_WEIGHTS + 2.0)
 
 
-def test_a_device_that_reported_gets_no_second_lease_in_its_round(world: World):
-    job = world.job("sync", target=2, over_selection=2.0)
-    reporter = world.device()
-    world.upload(reporter, world.task(reporter), delta(1.0))
-
-    again = world.check_in(reporter)
-
-    assert again.task is None
-    assert again.retry is not None
-    assert again.retry.reason == f"this device already reported in round 1 of job {job.id}"
-
-
 def _failed_first_round(
     world: World, *, reported: int, **aggregation: object
 ) -> tuple[Job, list[Device]]:
@@ -160,15 +148,6 @@ def test_carried_reports_hold_their_places_in_the_next_rounds_cohort(world: Worl
 
     assert [answer.task is not None for answer in answers] == [True, False]  # 3 = 2 carried + 1
     assert world.rounds(job)[1].reported == 2
-
-
-def test_a_device_whose_report_was_carried_in_gets_no_lease_in_that_round(world: World):
-    _, devices = _failed_first_round(world, reported=2)
-
-    answer = world.check_in(devices[0])
-
-    assert answer.task is None
-    assert answer.retry is not None and "already reported in round 2" in answer.retry.reason
 
 
 def test_carried_reports_are_dropped_once_older_than_carry_rounds(world: World):
