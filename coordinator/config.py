@@ -29,12 +29,33 @@ Count = Annotated[int, BeforeValidator(_not_a_bool)]
 Amount = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
+class ContributionCap(Strict):
+    """At most ``max_contributions`` updates of one device in any ``window_versions`` versions.
+
+    Enforced by :func:`coordinator.services.admission.refuse_if_capped` (see its guarantee).
+    """
+
+    window_versions: Count = Field(ge=1, description="consecutive versions of the window (W)")
+    max_contributions: Count = Field(1, ge=1, description="updates of one device per window")
+
+
 class PopulationConfig(Strict):
     """Who may train: eligibility requirements and population policies."""
 
     min_examples: Count = Field(1, ge=1)
     min_separation_seconds: Amount = Field(
         0.0, ge=0, description="least time between two contributions of one device"
+    )
+    admission_window_seconds: Amount | None = Field(
+        None,
+        gt=0,
+        description="uniform admission (coordinator.services.admission): a device whose task "
+        "ended less than this ago waits out a retry window like any other, and within each "
+        "window of this length devices are admitted in a random order, not in order of "
+        "arrival. None: first come, first served",
+    )
+    contribution_cap: ContributionCap | None = Field(
+        None, description="at most so many updates of one device in any W consecutive versions"
     )
     require_charging: bool = True
     require_idle: bool = True
@@ -59,6 +80,14 @@ class AggregationConfig(Strict):
     minimum: int | None = Field(None, ge=1, description="fewest reports for a round to count")
     over_selection: Amount = Field(1.3, ge=1.0)
     round_seconds: Amount = Field(600.0, gt=0, description="reporting deadline of a round")
+    carry_rounds: Count = Field(
+        3,
+        ge=0,
+        description="a round that fails short of its minimum hands its accepted reports to the "
+        "next round, which may hand them on, until they are this many rounds old; the model "
+        "is unchanged by a failed round, so they are still trained from the version the next "
+        "round starts from (coordinator.services.rounds). 0: a failed round's reports are lost",
+    )
     adaptive_over_selection: bool = Field(
         False,
         description="learn the cohort size and deadline from past rounds "

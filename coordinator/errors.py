@@ -10,7 +10,8 @@ FedgeError (fedge.errors)
     ├── Conflict                409 a state that forbids the request
     │   ├── LeaseClosed         409 expired, aborted or already used lease
     │   ├── StaleUpdate         409 base version too old (async) or round moved on (sync)
-    │   └── WrongBaseVersion    409 an update built on a version the lease did not hand out
+    │   ├── WrongBaseVersion    409 an update built on a version the lease did not hand out
+    │   └── ContributionCapped  409 the device reached the job's contribution cap
     ├── PayloadTooLarge         413 body over the configured limit
     └── RateLimited             429 too many requests from one device (Retry-After)
 """
@@ -91,6 +92,10 @@ class WrongBaseVersion(Conflict):
     """The update claims a base version other than the one its lease handed out."""
 
     reason: str = Reason.WRONG_BASE_VERSION
+
+
+class ContributionCapped(Conflict):
+    """The device already made as many updates as the job's contribution cap allows now."""
 
 
 class PayloadTooLarge(CoordinatorError):

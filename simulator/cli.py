@@ -62,7 +62,11 @@ def _train(args: argparse.Namespace) -> int:
 # Flags of `fedge simulate` and the config field each one sets.
 _SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
     "devices": ("devices", int, "registered devices (default 1,000)"),
-    "dropout": ("population.dropout", float, "chance a device drops mid-task (default 0.1)"),
+    "dropout": (
+        "population.dropout",
+        float,
+        "chance a device drops mid-task (default 0.1; 0: no dropout, no crash after upload)",
+    ),
     "hours": ("hours", float, "virtual duration in hours (default 24)"),
     "mode": ("mode", str, "async (FedBuff) or sync (FedAvg rounds)"),
     "model": ("model", str, "zoo model to train (default mnist_mlp)"),

@@ -65,6 +65,7 @@ DEFAULT_TIERS = [
 
 
 PHASES = ("download", "training", "upload")  # where a dropped task can stop
+CRASH_AFTER_UPLOAD = 0.01  # the chance of a crash after upload when only dropout is given
 
 
 class PopulationConfig(BaseModel):
@@ -92,8 +93,21 @@ class PopulationConfig(BaseModel):
     dropout_phases: dict[str, float] = Field(
         default_factory=lambda: {"download": 0.2, "training": 0.6, "upload": 0.2}
     )
-    crash_after_upload: float = Field(0.01, ge=0, le=1)
+    crash_after_upload: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="chance a device dies after sending its update, before reading the answer; "
+        f"None: {CRASH_AFTER_UPLOAD} when dropout > 0, none at dropout 0 (no dropout at all)",
+    )
     never_return: float = Field(0.05, ge=0, le=1, description="share of drops that are final")
+
+    @property
+    def crash_chance(self) -> float:
+        """The chance of a crash after upload this population runs with (see the field)."""
+        if self.crash_after_upload is not None:
+            return self.crash_after_upload
+        return CRASH_AFTER_UPLOAD if self.dropout > 0 else 0.0
 
     @model_validator(mode="after")
     def _phases_known(self) -> PopulationConfig:

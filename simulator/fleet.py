@@ -363,6 +363,7 @@ class Fleet:
         if isinstance(receipt, UploadReceipt):
             if receipt.status == "accepted":
                 self.stats.accepted += 1
+                self.population.contributions[device] += 1
                 self.stats.staleness.append(receipt.staleness)
         elif isinstance(receipt, Failure) and not receipt.retryable:
             self.stats.rejected[receipt.reason] += 1

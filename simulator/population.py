@@ -27,7 +27,9 @@ Where the defaults come from (each is a parameter of
   0.6 and 0.2. Bonawitz et al. saw 6-10 % of devices drop out in production; the simulator is
   meant to be run far beyond that. A dropped device comes back at its next window, unless it is
   one of the ``never_return`` share that is gone for good. ``crash_after_upload`` is the chance a
-  device dies after sending its update and before reading the answer.
+  device dies after sending its update and before reading the answer: 1 % unless set, and none
+  at ``dropout = 0``, which means no dropout at all. Devices still abort (reported, not silent)
+  when their eligibility window closes mid-task; ``diurnal = false`` keeps them always eligible.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class Population:
         self.token = np.zeros(self.size, dtype="S43")  # empty until the device registers
         self.gone = np.zeros(self.size, dtype=bool)
         self.tasks = np.zeros(self.size, dtype=np.uint16)
+        self.contributions = np.zeros(self.size, dtype=np.uint16)  # updates the server accepted
         self.sessions = np.zeros(self.size, dtype=np.uint32)
         self.plan_cached = np.full(self.size, -1, dtype=np.int16)
         # Replayed availability (FedScale behaviour traces) replaces the daily windows.
@@ -154,7 +157,7 @@ class Population:
         return Fate(
             drop_phase=phase,
             drop_fraction=float(rng.random()),
-            crash_after_upload=bool(rng.random() < cfg.crash_after_upload),
+            crash_after_upload=bool(rng.random() < cfg.crash_chance),
         )
 
     def eligible_fraction(self, hours: npt.ArrayLike) -> npt.NDArray[np.float64]:

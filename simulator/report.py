@@ -44,6 +44,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "data_mode": outcome.data_mode,
         "seed": config.seed,
         "dropout": config.population.dropout,
+        "crash_after_upload_chance": config.population.crash_chance,
         "devices_registered": int(np.count_nonzero(outcome.population.token)),
         "check_ins": stats.check_ins,
         "tasks": stats.tasks,
@@ -74,12 +75,47 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "participation": {
             "devices_that_trained": int(np.count_nonzero(contributions)),
             "tasks_per_device_max": int(contributions.max()) if contributions.size else 0,
+            # accepted updates per device, over the devices eligible at some moment of the run
+            "contributions": _eligible_participation(outcome),
             "check_ins_by_hour": stats.check_ins_by_hour,
             "tasks_by_hour": stats.tasks_by_hour,
         },
+        # flat copies for report.html's table, which shows no nested figures
+        "participation_gini": _eligible_participation(outcome).get("gini"),
+        "participation_max_over_mean": _eligible_participation(outcome).get("max_over_mean"),
         "peak_rss_mb": round(outcome.peak_rss_mb, 1),
         "population_bytes_per_device": round(outcome.population.bytes_per_device, 1),
     }
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts: 0 when all are equal, → 1 when one has all."""
+    values = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = values.size, float(values.sum())
+    if n == 0 or total == 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float((2.0 * np.sum(ranks * values)) / (n * total) - (n + 1) / n)
+
+
+def participation(counts: np.ndarray) -> dict[str, Any]:
+    """How accepted updates spread over devices: Gini, max / mean, and the share with none."""
+    if counts.size == 0:
+        return {"devices": 0}
+    mean = float(counts.mean())
+    return {
+        "devices": int(counts.size),
+        "gini": round(gini(counts), 4),
+        "max": int(counts.max()),
+        "mean": round(mean, 3),
+        "max_over_mean": round(float(counts.max()) / mean, 3) if mean else None,
+        "share_with_none": round(float(np.mean(counts == 0)), 4),
+    }
+
+
+def _eligible_participation(outcome: Outcome) -> dict[str, Any]:
+    population = outcome.population
+    return participation(population.contributions[population.sessions > 0])
 
 
 def write(outcome: Outcome, out: Path, *, plots: bool = True) -> dict[str, Any]:

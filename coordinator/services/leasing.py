@@ -9,6 +9,7 @@ neither stampedes the server nor leaves slots idle: see :func:`retry_window`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ from coordinator.db.models import (
     Update,
 )
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
-from coordinator.services import rounds
+from coordinator.services import admission, rounds
 from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
@@ -47,7 +48,8 @@ def check_in(
     ).all()
     if not jobs:
         return _retry(settings.retry_max_seconds / 2, settings, "no job is running")
-    reasons = []
+    reasons: list[str] = []
+    turn: Deferral | None = None  # the soonest a job wants this device, its ticket permitting
     for job in jobs:
         config = job_config(job)
         held = _active_lease(session, job.id, device.id)
@@ -61,9 +63,15 @@ def check_in(
             reasons.append(refusal)
             continue
         lease = _issue(session, job, config, device, now=now)
-        if lease is not None:
+        if isinstance(lease, Lease):
             return CheckInResponse(task=_task(session, job, config, lease))
-        reasons.append(f"job {job.id} has all the devices it needs now")
+        if isinstance(lease, Deferral):
+            turn = lease if turn is None or lease.seconds < turn.seconds else turn
+            continue
+        reasons.append(lease)
+    if turn is not None:  # wanted, but not yet: come back when the ticket's turn comes
+        low = max(turn.seconds, settings.retry_min_seconds)
+        return CheckInResponse(retry=RetryWindow(min=low, max=low + 1.0, reason=turn.reason))
     return _retry(retry_window(session, jobs[0], now=now, settings=settings), settings, reasons[0])
 
 
@@ -205,6 +213,17 @@ def _ineligible(
         return f"needs {population.min_free_memory_mb} MB free memory"
     if facts.num_examples < population.min_examples:
         return f"needs at least {population.min_examples} local examples"
+    window = population.admission_window_seconds
+    if window is not None and admission.just_finished(
+        session, job.id, device.id, window_seconds=window, now=now
+    ):
+        return "a task just ended: back to the pool of devices checking in"
+    cap = population.contribution_cap
+    if cap is not None and admission.capped(session, job, cap, device.id):
+        return (
+            f"contributed {cap.max_contributions} times in {cap.window_versions} versions: "
+            "the job's contribution cap"
+        )
     if population.min_separation_seconds > 0:
         last = session.scalar(
             select(func.max(Update.received_at)).where(
@@ -216,24 +235,40 @@ def _ineligible(
     return None
 
 
+@dataclass(frozen=True)
+class Deferral:
+    """The job has room for the device, but its admission ticket's turn comes in ``seconds``."""
+
+    seconds: float
+    reason: str
+
+
 def _issue(
     session: Session, job: Job, config: JobCreate, device: Device, *, now: float
-) -> Lease | None:
-    """A new lease if the job has room for one more device now."""
+) -> Lease | Deferral | str:
+    """A new lease if the job has room for one more device now, else when or why not."""
+    full = f"job {job.id} has all the devices it needs now"
     round_id = None
     if job.mode == JobMode.ASYNC:
         active = session.scalar(
             select(func.count(Lease.id)).where(Lease.job_id == job.id, Lease.live(now))
         )
         if (active or 0) >= config.aggregation.concurrency:
-            return None
+            return full
         deadline = now + config.task.lease_seconds
     else:
         current = rounds.open_round(session, job, config, now=now)
         if current is None or not rounds.wants_more(session, current, now=now):
-            return None
+            return full
         round_id = current.id
         deadline = min(now + config.task.lease_seconds, current.deadline_at)
+    window = config.population.admission_window_seconds
+    if window is not None:  # admitted in the ticket's order (coordinator.services.admission)
+        wait = admission.seconds_to_turn(job.id, device.id, window_seconds=window, now=now)
+        if wait > 0:
+            return Deferral(
+                wait, f"admitted in a random order: this device's turn is in {wait:.0f} s"
+            )
     interval = config.task.heartbeat_seconds
     lease = Lease(
         id=str(uuid.uuid4()),

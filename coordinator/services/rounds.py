@@ -1,23 +1,39 @@
 """Synchronous rounds (FedAvg as deployed by Bonawitz et al., SysML 2019).
 
 A round selects ``target × over_selection`` devices and closes when ``target`` have reported or
-at its deadline. At the deadline a round with at least ``minimum`` reports still makes a version;
-one with fewer fails and leaves the model unchanged. Reports after the close are refused.
-Dropout is data here: the counters say what happened, nothing waits on a dead device.
+at its deadline. At the deadline a round with at least ``minimum`` reports still makes a version
+from what arrived; one with fewer fails and leaves the model unchanged. Reports after the close
+are refused. Dropout is data here: the counters say what happened, nothing waits on a dead device.
+
+An accepted report is never lost because another device vanished:
+
+- **Carry-over.** A round that fails short of its minimum hands its accepted reports to the next
+  round, which counts them towards its target and minimum from its opening. A failed round leaves
+  the model unchanged, so a carried report was trained from exactly the version the next round
+  starts from: it is as fresh as the next round's own reports. It is handed on again if that
+  round fails too, until it is ``aggregation.carry_rounds`` rounds older than the open round;
+  then it is dropped (counted in no version), as every report of a failed round was before. A
+  round that failed with its minimum (its step would have overflowed the model) hands nothing on.
+- **Reports per device.** As before, a device that reported may take another place in its round
+  (or in the round its report was carried into): a small fleet fills its rounds. A job that wants
+  one report per device per version sets ``population.contribution_cap`` to one per version
+  (:mod:`coordinator.services.admission`), which counts carried reports too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from coordinator.aggregation import CohortPlan, NonFiniteError, RoundHistory, plan_cohort
 from coordinator.config import HEARTBEAT_GRACE, JobCreate
-from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus
+from coordinator.db.models import Job, Lease, LeaseStatus, Rejection, Round, RoundStatus, Update
 from coordinator.services import versions
+from coordinator.services.jobs import job_config
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +145,57 @@ def open_round(session: Session, job: Job, config: JobCreate, *, now: float) -> 
             opened_at=now,
             deadline_at=now + cohort.deadline_seconds,
         )
+        # Reports carried from failed rounds count from the start (see the module docstring).
+        current.reported = len(session.scalars(_reports(job.id, current, config)).all())
         session.add(current)
         session.flush()
     return current
 
 
-def wants_more(session: Session, current: Round, *, now: float) -> bool:
-    """Whether the round still selects devices: its live and finished leases are below quota.
+def reports(session: Session, current: Round, config: JobCreate) -> Sequence[Update]:
+    """The reports that make the round's version, oldest first: its own and those carried in.
 
-    Counted from the leases, not a counter, so an aborted, expired or overdue lease frees its
-    place at once.
+    Carried in: the accepted reports, in no version yet, of the failed rounds before ``current``
+    that failed short of their minimum, at most ``aggregation.carry_rounds`` rounds back, and
+    trained from the version ``current`` starts from.
     """
-    taken = session.scalar(
-        select(func.count(Lease.id)).where(
-            Lease.round_id == current.id,
-            or_(Lease.live(now), Lease.status == LeaseStatus.COMPLETED),
-        )
+    return session.scalars(_reports(current.job_id, current, config)).all()
+
+
+def _reports(job_id: int, current: Round, config: JobCreate) -> Select[Update]:
+    carried_from = select(Round.id).where(
+        Round.job_id == job_id,
+        Round.status == RoundStatus.FAILED,
+        Round.reported < Round.minimum,  # short of reports; not a step that would overflow
+        Round.number < current.number,
+        Round.number >= current.number - config.aggregation.carry_rounds,
     )
-    return (taken or 0) < current.to_select
+    in_round: ColumnElement[bool] = Lease.round_id.in_(carried_from)
+    if current.id is not None:  # None while the round is being opened: nothing of its own yet
+        in_round = or_(in_round, Lease.round_id == current.id)
+    return (
+        select(Update)
+        .join(Lease, Lease.id == Update.lease_id)
+        .where(
+            Update.job_id == job_id,
+            Update.version.is_(None),
+            Update.base_version == current.base_version,
+            in_round,
+        )
+        .order_by(Update.id)
+    )
+
+
+def wants_more(session: Session, current: Round, *, now: float) -> bool:
+    """Whether the round still selects devices: its live leases and its reports are below quota.
+
+    Live leases are counted from the leases, not a counter, so an aborted, expired or overdue
+    lease frees its place at once; the reports (``reported``) include those carried in.
+    """
+    live = session.scalar(
+        select(func.count(Lease.id)).where(Lease.round_id == current.id, Lease.live(now))
+    )
+    return (live or 0) + current.reported < current.to_select
 
 
 def numbers(session: Session, job_id: int) -> dict[int, int]:
@@ -171,17 +220,33 @@ def on_report(session: Session, job: Job, current: Round, *, now: float) -> None
 
 
 def close_round(session: Session, job: Job, current: Round, *, now: float) -> None:
-    """Close a round: make a version from its reports if enough came, else mark it failed."""
+    """Close a round: make a version from its reports if enough came, else mark it failed.
+
+    A failed round's reports stay stored, in no version: the next round opened carries them
+    in while they are fresh enough (see the module docstring), else they are never used.
+    """
     current.closed_at = now
+    config = job_config(job)
     if current.reported >= current.minimum:
         try:
-            versions.make_version_from_round(session, job, current, now=now)
+            versions.make_version_from_round(
+                session, job, current, reports(session, current, config), now=now
+            )
             current.status = RoundStatus.COMPLETED
         except NonFiniteError as exc:  # never publish an Inf model: the round fails instead
             log.warning("round %d of job %d failed: %s", current.number, job.id, exc)
             current.status = RoundStatus.FAILED
-    else:  # its reports stay stored but never enter a version: the model is unchanged
+    else:  # the model is unchanged; the reports carry into the next round
         current.status = RoundStatus.FAILED
+        log.info(
+            "round %d of job %d failed with %d of its minimum %d reports; they carry into "
+            "the next round (for up to %d rounds)",
+            current.number,
+            job.id,
+            current.reported,
+            current.minimum,
+            config.aggregation.carry_rounds,
+        )
     stragglers = session.scalars(
         select(Lease).where(Lease.round_id == current.id, Lease.status == LeaseStatus.ACTIVE)
     ).all()

@@ -32,13 +32,14 @@ from coordinator.db.models import (
 from coordinator.db.session import transaction
 from coordinator.errors import (
     BadRequest,
+    ContributionCapped,
     CoordinatorError,
     InvalidUpdate,
     LeaseClosed,
     StaleUpdate,
     WrongBaseVersion,
 )
-from coordinator.services import rounds, versions
+from coordinator.services import admission, rounds, versions
 from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
@@ -101,6 +102,7 @@ def upload(
             f"update is {staleness} versions stale; this job accepts at most "
             f"{config.aggregation.max_staleness}"
         )
+    admission.refuse_if_capped(session, job, config, device.id)  # under the lock: a guarantee
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
@@ -164,7 +166,7 @@ def record_rejection(
             )
         )
         if known and lease and lease.status == LeaseStatus.ACTIVE:
-            if isinstance(error, StaleUpdate):  # retrying cannot help: free the slot now
+            if isinstance(error, StaleUpdate | ContributionCapped):  # retrying cannot help
                 lease.close(LeaseStatus.REJECTED, error.reason, now)
             elif isinstance(error, LeaseClosed) and (dead := lease.overdue(now)) is not None:
                 lease.close(LeaseStatus.EXPIRED, dead, now)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.aggregation import FloatArray, NonFiniteError, configured
 from coordinator.db.blobs import get_blob, put_blob, release
-from coordinator.db.models import Job, Lease, Round, Update, Version
+from coordinator.db.models import Job, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
 from coordinator.services.jobs import (
     decode_optimizer_state,
@@ -104,19 +104,15 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     )
 
 
-def make_version_from_round(session: Session, job: Job, current: Round, *, now: float) -> Version:
-    """FedAvg: fold a closed round's reports into version N+1.
+def make_version_from_round(
+    session: Session, job: Job, current: Round, reports: Sequence[Update], *, now: float
+) -> Version:
+    """FedAvg: fold a closed round's ``reports`` (its own and those carried in) into version N+1.
 
     Raises :class:`NonFiniteError` (nothing written) if the step would overflow the model.
     """
     started = time.perf_counter()
     config = job_config(job)
-    reports = session.scalars(
-        select(Update)
-        .join(Lease, Lease.id == Update.lease_id)
-        .where(Lease.round_id == current.id, Update.version.is_(None))
-        .order_by(Update.id)
-    ).all()
     num_params = get_plan(session, job.plan_id).num_params
     aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))

@@ -103,3 +103,13 @@ def test_every_shipped_experiment_config_is_valid_down_to_its_job():
     assert len(configs) >= 11
     for path in configs:
         assert load(path, {}).job_config(plan_id=1).plan_id == 1  # loading checks the job
+
+
+def test_dropout_zero_means_no_crash_after_upload_either():
+    assert load(None, {"population.dropout": 0}).population.crash_chance == 0.0
+
+
+def test_crash_after_upload_is_one_percent_with_dropout_unless_set():
+    assert load(None, {}).population.crash_chance == 0.01
+    set_explicitly = {"population.dropout": 0, "population.crash_after_upload": 0.2}
+    assert load(None, set_explicitly).population.crash_chance == 0.2

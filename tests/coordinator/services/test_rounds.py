@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.db.models import LeaseStatus, RoundStatus
+from coordinator.db.models import Device, Job, LeaseStatus, RoundStatus
 from coordinator.errors import LeaseClosed
 from coordinator.services import leasing
 from tests.coordinator.services.world import INITIAL_WEIGHTS, World, delta
@@ -110,3 +110,62 @@ def test_a_round_with_its_minimum_but_not_its_target_at_the_deadline_still_count
     assert (round_.status, round_.reported) == (RoundStatus.COMPLETED, 2)
     assert world.current_version(job) == 1
     np.testing.assert_allclose(world.weights(job, 1), INITIAL_WEIGHTS + 2.0)
+
+
+def _failed_first_round(
+    world: World, *, reported: int, **aggregation: object
+) -> tuple[Job, list[Device]]:
+    """A sync job of target 3 = minimum 3 whose first round failed with ``reported`` reports."""
+    job = world.job(
+        "sync", target=3, minimum=3, over_selection=1.0, round_seconds=100, **aggregation
+    )
+    devices = [world.device() for _ in range(3)]
+    tasks = [world.task(device) for device in devices]
+    for value, (device, task) in enumerate(zip(devices[:reported], tasks, strict=False), start=1):
+        world.upload(device, task, delta(float(value)), num_examples=10)
+    world.clock.advance(101)  # the others vanished: the round fails at its deadline
+    world.sweep()
+    return job, devices
+
+
+def test_a_failed_rounds_reports_carry_into_the_next_round_and_enter_its_version(world: World):
+    job, _ = _failed_first_round(world, reported=2)
+    late = world.device()
+
+    world.upload(late, world.task(late), delta(6.0), num_examples=10)
+
+    first, second = world.rounds(job)
+    assert (first.status, first.reported) == (RoundStatus.FAILED, 2)
+    assert (second.status, second.reported, second.base_version) == (RoundStatus.COMPLETED, 3, 0)
+    assert world.current_version(job) == 1
+    np.testing.assert_allclose(world.weights(job, 1), INITIAL_WEIGHTS + (1 + 2 + 6) / 3)
+
+
+def test_carried_reports_hold_their_places_in_the_next_rounds_cohort(world: World):
+    job, _ = _failed_first_round(world, reported=2)
+
+    answers = [world.check_in(world.device()) for _ in range(2)]
+
+    assert [answer.task is not None for answer in answers] == [True, False]  # 3 = 2 carried + 1
+    assert world.rounds(job)[1].reported == 2
+
+
+def test_carried_reports_are_dropped_once_older_than_carry_rounds(world: World):
+    job, _ = _failed_first_round(world, reported=2, carry_rounds=1)
+    world.check_in(world.device())  # round 2 opens with the two reports carried in
+    world.clock.advance(101)  # round 2 fails as well
+    world.sweep()
+
+    world.check_in(world.device())  # round 3: round 1's reports are two rounds old now
+
+    reported = [round_.reported for round_ in world.rounds(job)]
+    assert reported == [2, 2, 0]
+    assert world.current_version(job) == 0
+
+
+def test_with_carry_rounds_zero_a_failed_rounds_reports_are_lost(world: World):
+    job, _ = _failed_first_round(world, reported=2, carry_rounds=0)
+
+    world.check_in(world.device())
+
+    assert [round_.reported for round_ in world.rounds(job)] == [2, 0]
