@@ -97,6 +97,8 @@ class WrongBaseVersion(Conflict):
 class ContributionCapped(Conflict):
     """The device already made as many updates as the job's contribution cap allows now."""
 
+    reason: str = Reason.CONTRIBUTION_CAPPED
+
 
 class PayloadTooLarge(CoordinatorError):
     """The request body exceeds the configured limit."""

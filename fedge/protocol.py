@@ -93,6 +93,7 @@ class Reason(StrEnum):
     LEASE_CLOSED = "lease_closed"  # expired, aborted, used, or its job ended: stop working
     STALE = "stale"
     WRONG_BASE_VERSION = "wrong_base_version"
+    CONTRIBUTION_CAPPED = "contribution_capped"  # the device reached the job's cap: come back later
     TOO_LARGE = "too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"

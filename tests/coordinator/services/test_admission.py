@@ -115,7 +115,7 @@ def test_an_update_over_the_cap_is_refused_at_upload_and_its_lease_closed(world:
 
     assert (world.lease(raced).status, world.lease(raced).close_reason) == (
         LeaseStatus.REJECTED,
-        "conflict",
+        "contribution_capped",
     )
 
 
