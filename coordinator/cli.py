@@ -98,6 +98,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
     serve.set_defaults(run=_coordinator_serve)
+    migrate = coordinator_commands.add_parser("migrate", help="create or upgrade the schema, exit")
+    migrate.add_argument("--db", help="SQLAlchemy URL (or FEDGE_DB_URL)")
+    migrate.set_defaults(run=_coordinator_migrate)
 
     admin = commands.add_parser("admin", help="admin API: plans, jobs, versions, metrics")
     admin.add_argument("--server", default="http://127.0.0.1:8000")
@@ -114,6 +117,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         command = admin_commands.add_parser(action, help=f"{action} of a job")
         command.add_argument("job", type=int)
     admin.set_defaults(run=_admin)
+
+
+def _coordinator_migrate(args: argparse.Namespace) -> int:
+    """``fedge coordinator migrate``: the upgrade every start does, alone (a Kubernetes Job)."""
+    if args.db is not None:
+        os.environ["FEDGE_DB_URL"] = args.db
+    _migrate_before_fork()
+    return 0
 
 
 def _migrate_before_fork() -> None:

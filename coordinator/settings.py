@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         600, description="requests one device may make per minute before getting 429"
     )
+    rate_limit_url: str | None = Field(
+        None,
+        description="Redis URL (redis://host:6379/0) of a rate limit shared by every worker and "
+        "replica; unset: each process limits on its own",
+    )
     retry_min_seconds: float = Field(5.0, description="shortest retry window offered to a device")
     retry_max_seconds: float = Field(3600.0, description="longest retry window offered")
     expiry_sweep_seconds: float = Field(

@@ -27,7 +27,7 @@ from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
 from coordinator.errors import CoordinatorError, RateLimited
 from coordinator.observability import Telemetry
-from coordinator.ratelimit import RateLimiter
+from coordinator.ratelimit import make_rate_limiter
 from coordinator.services.maintenance import sweep
 from coordinator.settings import Settings
 from fedge.clock import Clock, SystemClock
@@ -73,7 +73,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
     app.state.offload = Offload(inline=inline_blocking)
-    app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_url)
     app.state.telemetry = Telemetry(app.state.sessions)
     if settings.admin_token is not None:
         app.state.admin_token = settings.admin_token.get_secret_value()

@@ -14,7 +14,7 @@ from coordinator.db.models import Device
 from coordinator.db.session import transaction
 from coordinator.errors import Forbidden, Unauthorized
 from coordinator.observability import Telemetry
-from coordinator.ratelimit import RateLimiter
+from coordinator.ratelimit import DeviceRateLimit
 from coordinator.services import devices
 from coordinator.settings import Settings
 from fedge.clock import Clock
@@ -66,7 +66,7 @@ class DeviceCredentials:
     it authenticates before it reads a body of up to ``max_body_bytes``.)
     """
 
-    def __init__(self, token: str, limiter: RateLimiter) -> None:
+    def __init__(self, token: str, limiter: DeviceRateLimit) -> None:
         self.token = token
         self.limiter = limiter
 
@@ -102,7 +102,7 @@ async def _device_id(
             return device.id, devices.needs_seen(device, now)
 
     device_id, stale = await offload(authenticate)
-    limiter: RateLimiter = request.app.state.limiter
+    limiter: DeviceRateLimit = request.app.state.limiter
     limiter.charge(device_id, now=now)
     if stale:
 
