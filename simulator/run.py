@@ -9,7 +9,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,6 @@ from simulator.population import Population, synthesize
 from simulator.training import DataSpec, LocalTrainers, ProcessTrainers, Trainers, Worker
 
 log = logging.getLogger("fedge.simulator")
-
-
-@dataclass
-class Progress:
-    """What the run records as it goes: one row per evaluation."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
