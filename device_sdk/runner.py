@@ -130,7 +130,7 @@ class LocalRunner:
                 )
             )
         if isinstance(action, Abort):
-            aborted = attempt(lambda: self.client.abort(action.task, action.reason))
+            aborted = attempt(lambda: self.client.abort(action.task, action.reason, action.detail))
             return aborted if isinstance(aborted, Failure) else None
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
