@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from fedge.options import add_log_level, log_level
+
 
 def _admin(args: argparse.Namespace) -> int:
     from fedge.admin_client import AdminClient
@@ -49,11 +51,20 @@ def _coordinator_serve(args: argparse.Namespace) -> int:
     # One BLAS thread per worker: requests already run in parallel, and a threaded OpenBLAS
     # dot had a long latency tail on a busy 2-core host (benchmarks/coordinator_load.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # Flags become FEDGE_* variables: each worker process builds its Settings from them.
-    for flag, variable in (("db", "FEDGE_DB_URL"), ("admin_token", "FEDGE_ADMIN_TOKEN")):
+    # Flags become FEDGE_* variables: each worker process builds its Settings from them, and
+    # a flag left out leaves the variable the operator set (FEDGE_HOST, FEDGE_PORT...) in force.
+    for flag, variable in (
+        ("db", "FEDGE_DB_URL"),
+        ("admin_token", "FEDGE_ADMIN_TOKEN"),
+        ("host", "FEDGE_HOST"),
+        ("port", "FEDGE_PORT"),
+    ):
         value = getattr(args, flag)
         if value is not None:
-            os.environ[variable] = value
+            os.environ[variable] = str(value)
+    level = log_level(args)
+    # One line per request only when asked: --access-log, or everything at debug.
+    access_log = args.access_log or level == "debug"
     formatter = (
         {"()": "coordinator.observability.JsonFormatter"}
         if args.log_format == "json"
@@ -64,23 +75,29 @@ def _coordinator_serve(args: argparse.Namespace) -> int:
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default"}},
-        "root": {"handlers": ["stderr"], "level": args.log_level.upper()},
-        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "uvicorn.access": {"level": "INFO" if access_log else "WARNING"},
+            # Alembic's plugin, "Context impl" and "Running upgrade" lines: debug only.
+            "alembic": {"level": "DEBUG" if level == "debug" else "WARNING"},
+        },
     }
     logging.config.dictConfig(log_config)
     from coordinator.settings import prepare_serve_environment
 
-    prepare_serve_environment()  # one admin token for every worker; bad settings stop here
+    # One admin token for every worker; bad settings (FEDGE_PORT=abc...) stop here, one line.
+    settings = prepare_serve_environment()
     if args.workers > 1:
         _migrate_before_fork()
     uvicorn.run(
         "coordinator.api.main:app_from_env",
         factory=True,
-        host=args.host,
-        port=args.port,
+        host=settings.host,
+        port=settings.port,
         workers=args.workers,
-        log_level=args.log_level,
+        log_level=level,
         log_config=log_config,
+        access_log=access_log,
     )
     return 0
 
@@ -91,11 +108,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     coordinator_commands = coordinator.add_subparsers(dest="coordinator_command", required=True)
     serve = coordinator_commands.add_parser("serve", help="serve the device and admin APIs")
     serve.add_argument("--db", help="SQLAlchemy URL (default sqlite:///fedge.db, or FEDGE_DB_URL)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1, or FEDGE_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8000, or FEDGE_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--admin-token", help="admin API token (or FEDGE_ADMIN_TOKEN)")
-    serve.add_argument("--log-level", default="info")
+    add_log_level(serve, default="info")
+    serve.add_argument(
+        "--access-log", action="store_true", help="a line per request (also at --log-level debug)"
+    )
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
     serve.set_defaults(run=_coordinator_serve)
 
