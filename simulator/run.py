@@ -19,6 +19,7 @@ from device_sdk.client import CoordinatorClient
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
 from fedge.admin_client import AdminClient
+from fedge.logs import native_chatter_dropped
 from fedge.manifest import PlanManifest, manifest_path_for
 from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
@@ -61,10 +62,11 @@ def ensure_plan(config: SimulationConfig) -> Path:
     """The plan file of ``config.model``, exported (with TensorFlow) if not there yet."""
     path = config.plans_dir / f"{config.model}.tflite"
     if not path.exists() or not manifest_path_for(path).exists():
-        from models.export import export_plan
-
         log.info("exporting %s to %s", config.model, config.plans_dir)
-        export_plan(config.model, config.plans_dir)
+        with native_chatter_dropped():  # TensorFlow's start-up and SavedModel lines
+            from models.export import export_plan
+
+            export_plan(config.model, config.plans_dir)
     return path
 
 
