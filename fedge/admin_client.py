@@ -14,10 +14,13 @@ from fedge.wire import decode_vector
 
 
 class AdminError(FedgeError):
-    """The coordinator refused an admin request; the message is the coordinator's."""
+    """The coordinator refused an admin request (the message is its own), or was unreachable.
+
+    ``status`` is the HTTP status, 0 when no answer came.
+    """
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"coordinator answered {status}: {message}")
+        super().__init__(f"coordinator answered {status}: {message}" if status else message)
         self.status = status
 
 
