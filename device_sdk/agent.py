@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,7 +47,14 @@ from device_sdk.state import StateStore
 from fedge.clock import Clock, SystemClock
 from fedge.manifest import PlanManifest
 
-__all__ = ["DEFAULT_STATE_DIR", "Agent", "AgentConfig", "open_examples", "run"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "Agent",
+    "AgentConfig",
+    "open_examples",
+    "run",
+    "server_url_problem",
+]
 
 log = logging.getLogger("fedge.device")
 
@@ -80,6 +88,14 @@ class AgentConfig:
         plan_cache_bytes: plans kept by sha256 across tasks and restarts.
         transport: an httpx transport (tests).
         manifest_for: a plan's manifest by its sha256; by default read off the plan.
+        probe_label: how the log names the probe when the device is ineligible (``fedge
+            device run`` passes its ``--probe`` choice); by default the probe's class.
+        ineligible_hint: what the log tells a person whose device is ineligible (``fedge
+            device run``: use ``--probe none`` on a test box).
+
+    Raises:
+        ValueError: a value that cannot work, named (a server URL without ``http://`` or
+            ``https://``, a budget that is not positive...).
 
     """
 
@@ -103,8 +119,12 @@ class AgentConfig:
     plan_cache_bytes: int = 64 * 2**20
     transport: httpx.BaseTransport | None = None
     manifest_for: Callable[[str], PlanManifest] | None = None
+    probe_label: str | None = None
+    ineligible_hint: str = ""
 
     def __post_init__(self) -> None:
+        if (problem := server_url_problem(self.server_url)) is not None:
+            raise ValueError(problem)
         for name in ("task_budget_s", "max_download_bytes", "http_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -113,6 +133,18 @@ class AgentConfig:
         low, high = self.ineligible_wait_s
         if not 0 <= low <= high:
             raise ValueError("ineligible_wait_s must be a window (low, high) with 0 <= low <= high")
+
+
+def server_url_problem(url: str) -> str | None:
+    """What is wrong with a coordinator URL, or None: it needs a scheme and a host.
+
+    ``coordinator:8000`` would otherwise be read as scheme ``coordinator`` and fail at the
+    first request with an error that does not say why.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"the server URL {url!r} needs http:// or https:// and a host, e.g. http://{url}"
+    return None
 
 
 class Agent:
@@ -126,6 +158,7 @@ class Agent:
         )
         self.stats = SessionStats()
         self.stopping = threading.Event()
+        self.stopped_tasks = 0  # tasks cut short by stop(): not failures
 
     def run(self) -> SessionStats:
         """Resume what a crash left, then work until ``max_tasks`` tasks ended or stopped."""
@@ -179,6 +212,17 @@ class Agent:
             except Stopped:
                 session.close()
                 log.info("stopped")
+            finally:
+                self.stopped_tasks = runner.stopped_tasks
+
+    def every_task_failed(self) -> bool:
+        """Whether it ran tasks and none was uploaded (tasks a stop cut short are not counted).
+
+        ``fedge device run`` exits with status 1 then: a device that fails every plan it is
+        given (a runtime that cannot load it, training that diverges) should not look healthy.
+        """
+        ran = self.stats.tasks - self.stopped_tasks
+        return ran > 0 and self.stats.uploads_accepted == 0
 
     def stop(self) -> None:
         """End :meth:`run` soon, from any thread or a signal handler.

@@ -15,6 +15,7 @@ from device_sdk.agent import DEFAULT_STATE_DIR, Agent, AgentConfig
 from device_sdk.eligibility import FakeProbe, LinuxProbe, Readings, TermuxProbe, detect_probe
 from fedge.errors import FedgeError
 from fedge.logs import JsonFormatter
+from fedge.options import OneLineParser, add_log_level, fail, from_env, log_level, subcommands
 
 log = logging.getLogger("fedge.device")
 
@@ -24,9 +25,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     device = commands.add_parser("device", help="the on-device agent")
     device_commands = device.add_subparsers(dest="device_command", required=True)
     agent = device_commands.add_parser(
-        "run", help="register once, then check in, train when eligible and upload, repeatedly"
+        "run",
+        help="register once, then check in, train when eligible and upload, repeatedly",
+        epilog="Exit status: 0 when it ends (--max-tasks, SIGTERM, Ctrl-C) having uploaded, or "
+        "having run no task; 1 when every task it ran failed (none uploaded: a plan the "
+        "runtime cannot load, training that diverges, refused uploads); 2 for a bad argument "
+        "or an example store or state directory it cannot use.",
     )
-    agent.add_argument("--server", required=True, help="coordinator URL")
+    server = from_env("FEDGE_SERVER")
+    agent.add_argument(
+        "--server",
+        default=server,
+        required=server is None,
+        help="coordinator URL, e.g. http://coordinator:8000 (default FEDGE_SERVER)",
+    )
     agent.add_argument(
         "--data",
         required=True,
@@ -54,7 +66,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agent.add_argument("--metered", action="store_true", help="the connection is metered")
     agent.add_argument("--allow-metered", action="store_true", help="train on a metered connection")
     agent.add_argument("--seed", type=int, help="seed of jitter and shuffling")
-    agent.add_argument("--log-level", default="info")
+    add_log_level(agent, default="info")
     agent.add_argument("--log-format", choices=["text", "json"], default="text")
     agent.set_defaults(run=run_from_args)
 
@@ -71,8 +83,11 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """``fedge device run``: run the agent until it ends or SIGTERM/SIGINT stops it."""
-    _configure_logging(args.log_level, args.log_format)
+    """``fedge device run``: run the agent until it ends or SIGTERM/SIGINT stops it.
+
+    Returns 1 when every task it ran failed (:meth:`Agent.every_task_failed`), else 0.
+    """
+    _configure_logging(log_level(args), args.log_format)
     probe: FakeProbe | LinuxProbe | TermuxProbe
     if args.probe == "none":
         probe = FakeProbe(Readings(charging=True, unmetered=not args.metered))
@@ -84,8 +99,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         probe = detect_probe(metered=args.metered)
     # Each probe's own default policy (Termux's throttles cooler), metered or not.
     probe.policy = replace(probe.policy, allow_metered=args.allow_metered)
-    agent = Agent(
-        AgentConfig(
+    try:
+        config = AgentConfig(
             server_url=args.server,
             state_dir=Path(args.state_dir).expanduser(),
             data=Path(args.data),
@@ -94,8 +109,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             max_tasks=args.max_tasks,
             max_examples=args.max_examples,
             seed=args.seed,
+            probe_label=args.probe if args.probe != "auto" else f"auto: {_probe_name(probe)}",
+            ineligible_hint="" if args.probe == "none" else "use --probe none on a test box",
         )
-    )
+    except ValueError as bad:
+        return fail("fedge device run", str(bad))
+    agent = Agent(config)
     stop_signals = (signal.SIGTERM, signal.SIGINT)
 
     def stop(*_: object) -> None:
@@ -115,7 +134,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         stats.uploads_refused,
         stats.aborts,
     )
+    if agent.every_task_failed():
+        log.error("every task failed (%d): exiting with status 1", stats.tasks)
+        return 1
     return 0
+
+
+def _probe_name(probe: FakeProbe | LinuxProbe | TermuxProbe) -> str:
+    """The ``--probe`` choice a detected probe stands for."""
+    return type(probe).__name__.removesuffix("Probe").lower()
 
 
 def _configure_logging(level: str, form: str) -> None:
@@ -133,8 +160,8 @@ def _configure_logging(level: str, form: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m device_sdk.cli device run …``, for a device without the ``fedge`` script."""
-    parser = argparse.ArgumentParser(prog="fedge")
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    parser = OneLineParser(prog="fedge")
+    add_commands(subcommands(parser, "command"))
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

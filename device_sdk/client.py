@@ -9,6 +9,7 @@ simulator).
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -33,6 +34,18 @@ from fedge.protocol import (
 from fedge.wire import MEDIA_TYPE
 
 T = TypeVar("T")
+
+
+def _max_length(message: type, field: str) -> int:
+    """The ``max_length`` the protocol puts on a message's text field (its ``Bound``)."""
+    hint = typing.get_type_hints(message, include_extras=True)[field]
+    return int(
+        next(bound.max_length for bound in hint.__metadata__ if bound.max_length is not None)
+    )
+
+
+# An abort's detail longer than the protocol allows would be refused (422) and the slot held.
+ABORT_DETAIL_CHARS = _max_length(AbortRequest, "detail")
 
 
 class CoordinatorClient:
@@ -111,8 +124,8 @@ class CoordinatorClient:
         return protocol.parse(HeartbeatResponse, body).alive_until
 
     def abort(self, task: Task, reason: AbortReason, detail: str = "") -> None:
-        """Give a task back so its slot frees at once."""
-        request = AbortRequest(reason=reason, detail=detail)
+        """Give a task back so its slot frees at once; a long ``detail`` is cut to the bound."""
+        request = AbortRequest(reason=reason, detail=detail[:ABORT_DETAIL_CHARS])
         self._send("POST", protocol.ABORT.format(lease_id=task.lease_id), json=asdict(request))
 
     def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:

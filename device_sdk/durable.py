@@ -24,7 +24,7 @@ from device_sdk.eligibility import BATTERY, USER_ACTIVITY, Probe, ProbeError
 from device_sdk.example_store import ExampleSource, ExampleStoreError
 from device_sdk.runner import Examples, LocalRunner
 from device_sdk.runtime import load_interpreter_class
-from device_sdk.session import Abort, Action, CheckIn, Download, Failure, Train, Upload
+from device_sdk.session import Abort, Action, CheckIn, Download, Failure, Sleep, Train, Upload
 from device_sdk.state import AgentState, StateCorruptError, StateError, StateStore, TaskRecord
 from device_sdk.trainer import TrainResult
 from fedge.protocol import AbortReason, EligibilityFacts, RetryWindow, Task, UploadReceipt
@@ -91,6 +91,8 @@ class DurableRunner(LocalRunner):
         self._task_started: float | None = None
         self._last_reading = -float("inf")
         self._cannot_train: str | None = None  # why the device may not ask for a task now
+        self._idle: tuple[int, str] | None = None  # why the next sleep waits, and how loudly
+        self.stopped_tasks = 0  # tasks cut short because the agent was told to stop
 
     # --- what the session asks of the device ----------------------------------------------
 
@@ -106,7 +108,7 @@ class DurableRunner(LocalRunner):
         if self.config.max_examples is not None:
             count = min(count, self.config.max_examples)
         self._cannot_train = (
-            f"not eligible: {', '.join(eligibility.reasons)}"
+            self._ineligible(eligibility.reasons)
             if not eligibility.eligible
             else "no examples to train on"
             if count < 1
@@ -115,6 +117,13 @@ class DurableRunner(LocalRunner):
         return eligibility.to_facts(
             num_examples=count, runtime=self.runtime, sdk_version=self.sdk_version
         )
+
+    def _ineligible(self, reasons: list[str]) -> str:
+        """Why the probe says no, which probe said it, and what a person may do about it."""
+        config = self.config
+        label = config.probe_label or type(self.probe).__name__
+        hint = f"; {config.ineligible_hint}" if config.ineligible_hint else ""
+        return f"ineligible: {', '.join(reasons)} (probe {label}){hint}"
 
     def _examples(self) -> Examples:
         x, y = self.source.load()
@@ -155,6 +164,8 @@ class DurableRunner(LocalRunner):
         """Perform ``action`` (see :class:`LocalRunner`), keeping the task record in step."""
         if self.stopping.is_set() and not isinstance(action, Abort):
             raise Stopped
+        if isinstance(action, Sleep):
+            self._explain(action)
         if isinstance(action, CheckIn):
             return self._check_in(action)
         if isinstance(action, Download):
@@ -165,7 +176,10 @@ class DurableRunner(LocalRunner):
             return self._upload(action)
         result = super().perform(action)
         if isinstance(action, Abort):
-            log.info("aborted lease %s: %s", action.task.lease_id, action.reason)
+            detail = f" ({action.detail})" if action.detail else ""
+            log.info("aborted lease %s: %s%s", action.task.lease_id, action.reason, detail)
+            if self.stopping.is_set():
+                self.stopped_tasks += 1
             self._forget_task()
         return result
 
@@ -202,26 +216,51 @@ class DurableRunner(LocalRunner):
         self._forget_task()  # the session has finished with the last task, however it ended
         if self._cannot_train is not None:
             low, high = self.config.ineligible_wait_s
-            log.info("%s; not checking in", self._cannot_train)
+            self._idle = (logging.INFO, self._cannot_train)
             return RetryWindow(min=low, max=high, reason=self._cannot_train)
-        if self.state is None and (failed := self._register()) is not None:
-            return failed
-        result = super().perform(action)
-        if isinstance(result, Failure) and result.status == 401:
-            # Once per check-in: a server that refuses new tokens too meets the backoff.
-            log.warning("the server does not know this device (%s): registering again", result)
-            if (failed := self._register()) is not None:
-                return failed
-            result = super().perform(action)
+        result = self._ask(action)
         if isinstance(result, Task):
             assert self.state is not None
             self.state = self.state.begin(result)
             self.store.save(self.state)
             self._task_started = self.config.clock.now()
             log.info("task: lease %s of job %d", result.lease_id, result.job_id)
-        elif isinstance(result, Failure):
-            log.warning("check-in failed: %s %s %s", result.status, result.reason, result.message)
+        elif isinstance(result, RetryWindow):
+            self._idle = (logging.INFO, f"no task yet ({result.reason})")
+        else:
+            self._idle = (logging.WARNING, self._unanswered(result))
         return result
+
+    def _ask(self, action: CheckIn) -> Task | RetryWindow | Failure:
+        """Register if need be, then check in; a forgotten token registers again, once."""
+        if self.state is None and (failed := self._register()) is not None:
+            return failed
+        result: Task | RetryWindow | Failure = super().perform(action)
+        if isinstance(result, Failure) and result.status == 401:
+            # Once per check-in: a server that refuses new tokens too meets the backoff.
+            log.warning("the server does not know this device (%s): registering again", result)
+            if (failed := self._register()) is not None:
+                return failed
+            result = super().perform(action)
+        return result
+
+    def _unanswered(self, failure: Failure) -> str:
+        """A failed check-in or registration in words a person can act on."""
+        if failure.status == 0:
+            return f"coordinator unreachable at {self.config.server_url}: {failure.message}"
+        return (
+            f"check-in refused by {self.config.server_url}: {failure.status} {failure.reason}"
+            f"{': ' + failure.message if failure.message else ''}"
+        )
+
+    def _explain(self, action: Sleep) -> None:
+        """Log why the device idles, once per idle spell, with the time until it asks again."""
+        if self._idle is None:
+            log.debug("waiting %s: %s", _duration(action.seconds), action.reason)
+            return
+        level, why = self._idle
+        self._idle = None
+        log.log(level, "%s; checking in again in %s", why, _duration(action.seconds))
 
     def _download(self, action: Download) -> Any:
         if self._replay is not None:
@@ -331,6 +370,17 @@ class DurableRunner(LocalRunner):
         self.downloads.clear()
         self._replay = None
         self._task_started = None
+
+
+def _duration(seconds: float) -> str:
+    """A wait as a person reads it: ``4.2 s``, ``27 min``, ``3.5 h``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _sdk_version() -> str:

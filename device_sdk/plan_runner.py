@@ -19,6 +19,7 @@ import numpy.typing as npt
 from device_sdk.errors import PlanError
 from device_sdk.runtime import load_interpreter_class
 from fedge.errors import ManifestError
+from fedge.logs import native_chatter_dropped
 from fedge.manifest import SIGNATURES, PlanManifest, manifest_path_for
 
 FloatArray = npt.NDArray[np.float32]
@@ -51,17 +52,20 @@ class PlanRunner:
             raise PlanError(str(exc)) from exc
         self.manifest = manifest
         self.runtime, interpreter_class = load_interpreter_class(runtime)
-        try:
-            self._interpreter = interpreter_class(model_content=plan, num_threads=num_threads)
-        except ValueError as exc:
-            raise PlanError(f"the runtime {self.runtime} cannot load plan: {exc}") from exc
-        present = set(self._interpreter.get_signature_list())
-        missing = sorted(set(SIGNATURES) - present)
-        if missing:
-            raise PlanError(f"plan {manifest.name!r} lacks signatures: {', '.join(missing)}")
-        self._runners: dict[str, Any] = {
-            name: self._interpreter.get_signature_runner(name) for name in SIGNATURES
-        }
+        with native_chatter_dropped():  # LiteRT's "Created ... XNNPACK delegate" line
+            try:
+                self._interpreter = interpreter_class(model_content=plan, num_threads=num_threads)
+            except ValueError as exc:
+                raise PlanError(f"the runtime {self.runtime} cannot load plan: {exc}") from exc
+            present = set(self._interpreter.get_signature_list())
+            missing = sorted(set(SIGNATURES) - present)
+            if missing:
+                raise PlanError(f"plan {manifest.name!r} lacks signatures: {', '.join(missing)}")
+            # The delegate is applied at the first allocation: done here, its line is held.
+            self._interpreter.allocate_tensors()
+            self._runners: dict[str, Any] = {
+                name: self._interpreter.get_signature_runner(name) for name in SIGNATURES
+            }
         self._x_shape = tuple(manifest.inputs["x"].shape[1:])
 
     @classmethod

@@ -35,6 +35,7 @@ from device_sdk.session import (
 )
 from device_sdk.trainer import TrainResult, train_locally
 from fedge.errors import ManifestError, WireFormatError
+from fedge.logs import native_chatter_dropped
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
 from fedge.protocol import Reason, Task
 from fedge.wire import decode_vector
@@ -130,7 +131,7 @@ class LocalRunner:
                 )
             )
         if isinstance(action, Abort):
-            aborted = attempt(lambda: self.client.abort(action.task, action.reason))
+            aborted = attempt(lambda: self.client.abort(action.task, action.reason, action.detail))
             return aborted if isinstance(aborted, Failure) else None
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
@@ -239,10 +240,12 @@ def describe_plan(plan: bytes) -> PlanManifest:
     """
     _, interpreter_class = load_interpreter_class()
     try:
-        interpreter = interpreter_class(model_content=plan)
-        x = interpreter.get_signature_runner("train").get_input_details()["x"]
-        probabilities = interpreter.get_signature_runner("infer").get_output_details()
-        weights = interpreter.get_signature_runner("set_weights").get_input_details()["weights"]
+        with native_chatter_dropped():  # LiteRT's "Created ... XNNPACK delegate" line
+            interpreter = interpreter_class(model_content=plan)
+            x = interpreter.get_signature_runner("train").get_input_details()["x"]
+            probabilities = interpreter.get_signature_runner("infer").get_output_details()
+            runner = interpreter.get_signature_runner("set_weights")
+            weights = runner.get_input_details()["weights"]
         feature_shape = tuple(int(d) for d in x["shape_signature"][1:])
         num_classes = int(probabilities["probabilities"]["shape_signature"][-1])
         num_params = int(weights["shape_signature"][0])

@@ -90,10 +90,15 @@ class Upload:
 
 @dataclass(frozen=True)
 class Abort:
-    """Tell the coordinator the task is given up. Result: None or a Failure (ignored)."""
+    """Tell the coordinator the task is given up. Result: None or a Failure (ignored).
+
+    ``detail`` says why in words (a plan the runtime cannot load names its cause), for the
+    server's operator; ``reason`` stays one of the protocol's :data:`AbortReason` values.
+    """
 
     task: Task
     reason: AbortReason
+    detail: str = ""
 
 
 Action = CheckIn | Sleep | Download | Train | Upload | Abort
@@ -249,7 +254,7 @@ def _run_task(
                 break
             stats.failures += 1
             if not result.retryable or now() >= task.deadline:
-                yield Abort(task, "error")
+                yield Abort(task, "error", f"download of the {what} failed: {_describe(result)}")
                 stats.aborts += 1
                 return
             yield Sleep(_wait(result, attempt, backoff, rng), f"download failed: {result.reason}")
@@ -259,9 +264,12 @@ def _run_task(
     if isinstance(outcome, Interrupted) and outcome.reason == Reason.LEASE_CLOSED:
         stats.uploads_refused += 1  # its round closed or it expired: the server let it go
         return
-    if isinstance(outcome, Interrupted | Failure):
-        reason = outcome.reason if isinstance(outcome, Interrupted) else "error"
-        yield Abort(task, _abort_reason(reason))
+    if isinstance(outcome, Failure):  # a plan the runtime cannot load, a divergence...
+        yield Abort(task, "error", _describe(outcome))
+        stats.aborts += 1
+        return
+    if isinstance(outcome, Interrupted):
+        yield Abort(task, _abort_reason(outcome.reason))
         stats.aborts += 1
         return
     trained: TrainResult = outcome
@@ -290,6 +298,11 @@ def _abort_reason(reason: str) -> AbortReason:
         if reason == known:
             return typing.cast(AbortReason, known)
     return "other"
+
+
+def _describe(failure: Failure) -> str:
+    """A failure in words for an abort's detail: its reason, then the message that explains it."""
+    return f"{failure.reason}: {failure.message}" if failure.message else failure.reason
 
 
 def _wait(failure: Failure, attempt: int, backoff: Backoff, rng: np.random.Generator) -> float:

@@ -14,10 +14,13 @@ from fedge.wire import decode_vector
 
 
 class AdminError(FedgeError):
-    """The coordinator refused an admin request; the message is the coordinator's."""
+    """The coordinator refused an admin request (the message is its own), or was unreachable.
+
+    ``status`` is the HTTP status, 0 when no answer came.
+    """
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"coordinator answered {status}: {message}")
+        super().__init__(f"coordinator answered {status}: {message}" if status else message)
         self.status = status
 
 
@@ -79,6 +82,22 @@ class AdminClient:
         """Create a job from a JobCreate-shaped dict (name, plan_id, aggregation, ...)."""
         return self._json("POST", "/v1/admin/jobs", json=config)
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job, oldest first."""
+        return list(self._request("GET", "/v1/admin/jobs").json())
+
+    def plans(self) -> list[dict[str, Any]]:
+        """Every registered plan, oldest first."""
+        return list(self._request("GET", "/v1/admin/plans").json())
+
+    def devices(self, limit: int = 100) -> dict[str, Any]:
+        """``{"total": N, "devices": [...]}``: the ``limit`` devices seen most recently."""
+        return self._json("GET", "/v1/admin/devices", params={"limit": limit})
+
+    def weights_bytes(self, job_id: int, number: int) -> bytes:
+        """A version's weights in the binary wire format, as served."""
+        return self._request("GET", f"/v1/admin/jobs/{job_id}/versions/{number}/weights").content
+
     def job(self, job_id: int) -> dict[str, Any]:
         """One job."""
         return self._json("GET", f"/v1/admin/jobs/{job_id}")
@@ -97,9 +116,7 @@ class AdminClient:
 
     def weights(self, job_id: int, number: int) -> Any:
         """A version's weights as a float32 vector."""
-        return decode_vector(
-            self._request("GET", f"/v1/admin/jobs/{job_id}/versions/{number}/weights").content
-        )
+        return decode_vector(self.weights_bytes(job_id, number))
 
     def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         body: dict[str, Any] = self._request(method, url, **kwargs).json()

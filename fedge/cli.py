@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
+import fedge
 from fedge.errors import FedgeError
+from fedge.options import INTERRUPTED, OneLineParser, add_log_level, log_level, subcommands
 
 # Each room's cli module and the top-level subcommands it adds, in the order --help lists them.
 ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -50,10 +54,15 @@ def _add_room(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedge`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="fedge", description="Fedge: federated learning for fleets of edge devices."
+    parser = OneLineParser(
+        prog="fedge",
+        description="Fedge: federated learning for fleets of edge devices.",
+        epilog="Exit status: 0 done, 1 the command ran and failed (see its --help), 2 input it "
+        "cannot use (a one-line error says which), 130 interrupted (Ctrl-C).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"fedge {_version()}")
+    add_log_level(parser, default=None)
+    commands = subcommands(parser, "command")
     for module, names in ROOMS:
         _add_room(commands, module, names)
     return parser
@@ -76,11 +85,26 @@ _EXTRA_FOR = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version, or the source tree's when run from a checkout."""
+    try:
+        return metadata.version("fedge")
+    except metadata.PackageNotFoundError:
+        return fedge.__version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fedge``; errors Fedge raises on purpose print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    if log_level(args) != "debug":
+        # TensorFlow's C++ start-up chatter (oneDNN, CPU features, SavedModel loading) is for
+        # debugging; warnings and errors still show. Read when TensorFlow is first imported.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(args.run(args))
+    except KeyboardInterrupt:
+        print(f"fedge: {args.command} interrupted", file=sys.stderr)
+        return INTERRUPTED
     except ModuleNotFoundError as missing:
         extra = _EXTRA_FOR.get((missing.name or "").split(".")[0], "the extra this command needs")
         print(

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from fedge.logs import native_chatter_dropped
+
 
 def _models_list(_: argparse.Namespace) -> int:
     from models.zoo import ZOO
@@ -17,9 +19,10 @@ def _models_list(_: argparse.Namespace) -> int:
 
 def _models_export(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.export import export_plan
+    with native_chatter_dropped():  # TensorFlow's start-up and SavedModel lines
+        from models.export import export_plan
 
-    exported = export_plan(args.name, Path(args.out), seed=args.seed)
+        exported = export_plan(args.name, Path(args.out), seed=args.seed)
     manifest = exported.manifest
     print(
         f"wrote {exported.plan_path} ({manifest.plan_bytes:,} bytes, sha256 {manifest.plan_sha256})"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+from fedge.options import INTERRUPTED, add_log_level, fail, log_level
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -93,7 +96,17 @@ def _simulate(args: argparse.Namespace) -> int:
     from simulator.report import write
     from simulator.run import simulate
 
-    overrides = dict(sim_config.parse_assignment(text) for text in args.set or [])
+    level = log_level(args)
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    if level != "debug":  # a line per request and per migration: debug only
+        for chatty in ("httpx", "alembic"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        overrides = dict(sim_config.parse_assignment(text) for text in args.set or [])
+    except ValueError as exc:  # "expected KEY=VALUE, got 'foo'"
+        return fail("fedge simulate", f"--set: {exc}")
     for flag, (field, _, _) in _SIMULATE_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -105,16 +118,18 @@ def _simulate(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"fedge: error: invalid simulation config: {exc}", file=sys.stderr)
         return 2
-    outcome = simulate(config)
+    outcome = simulate(config)  # Ctrl-C while devices run ends it early, outcome.interrupted
     figures = write(outcome, config.out, plots=not args.no_plots)
     print(
+        f"{'interrupted: ' if outcome.interrupted else ''}"
         f"{figures['devices']} devices, {figures['virtual_hours']:.2f} virtual hours in "
         f"{figures['wall_seconds']:.1f} s: {figures['versions']} versions, "
         f"{figures['updates_accepted']} updates accepted, final accuracy "
         f"{figures['final_accuracy']:.4f} (worst 10% of devices "
-        f"{figures['worst10_accuracy']:.4f}); report in {config.out}"
+        f"{figures['worst10_accuracy']:.4f}); {'partial ' if outcome.interrupted else ''}"
+        f"report in {config.out}"
     )
-    return 0
+    return INTERRUPTED if outcome.interrupted else 0
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,7 +150,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     train.set_defaults(run=_train)
 
     simulate = commands.add_parser(
-        "simulate", help="simulate a fleet of unreliable devices against the real coordinator"
+        "simulate",
+        help="simulate a fleet of unreliable devices against the real coordinator",
+        epilog="Ctrl-C stops the run where it is, still writes the report of what ran "
+        "(summary.json says interrupted) and exits with status 130.",
     )
     simulate.add_argument("--config", help="TOML file shaped like simulator.config")
     for flag, (_, kind, text) in _SIMULATE_FLAGS.items():
@@ -144,5 +162,6 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--set", action="append", metavar="KEY=VALUE", help="override any config field"
     )
     simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_level(simulate, default="warning")
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
     simulate.set_defaults(run=_simulate)

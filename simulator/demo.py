@@ -29,6 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="how long the fleet runs")
     parser.add_argument("--out", type=Path, default=Path("build/demo"))
     args = parser.parse_args(argv)
+    if not args.config.is_file():
+        print(
+            f"simulator.demo: error: no config file at {args.config} (experiments/demo.toml "
+            "ships with the repository, not the wheel): pass --config FILE",
+            file=sys.stderr,
+        )
+        return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
     database = args.out / "coordinator.db"

@@ -255,7 +255,7 @@ class Fleet:
                 self._later(busy, seconds, EventKind.ARRIVE, action)
         elif isinstance(action, Abort):
             self.stats.aborted[action.reason] += 1
-            self._call(device, lambda: self.client.abort(action.task, action.reason))
+            self._call(device, lambda: self.client.abort(action.task, action.reason, action.detail))
             self._later(busy, rtt, EventKind.RESUME)
 
     def _download(self, busy: Busy, action: Download, rtt: float) -> None:

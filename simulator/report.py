@@ -30,6 +30,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
     fairness = outcome.fairness
     contributions = outcome.population.tasks
     return {
+        "interrupted": outcome.interrupted,
         "final_accuracy": final["accuracy"],
         "final_loss": final["loss"],
         "target_accuracy": config.target_accuracy,
@@ -159,7 +160,8 @@ def _html(figures: dict[str, Any], images: list[Path], out: Path) -> None:
         "<!doctype html><meta charset='utf-8'><title>Fedge simulation</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
         "td,th{text-align:left;padding:2px 8px}img{max-width:100%}</style>"
-        f"<h1>Fedge simulation: {figures['devices']} devices, {figures['mode']}</h1>"
+        f"<h1>Fedge simulation: {figures['devices']} devices, {figures['mode']}"
+        f"{' (interrupted: a partial run)' if figures['interrupted'] else ''}</h1>"
         f"<table>{rows}</table>{pictures}"
         "<p>Full figures: <a href='summary.json'>summary.json</a>, time series: "
         "<a href='timeseries.csv'>timeseries.csv</a>.</p>\n"

@@ -19,6 +19,7 @@ from device_sdk.client import CoordinatorClient
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
 from fedge.admin_client import AdminClient
+from fedge.logs import native_chatter_dropped
 from fedge.manifest import PlanManifest, manifest_path_for
 from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
@@ -46,16 +47,19 @@ class Outcome:
     virtual_seconds: float
     peak_rss_mb: float
     data_mode: str
+    interrupted: bool = False
+    """Ctrl-C stopped the run early: the figures are those of the part that ran."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
     """The plan file of ``config.model``, exported (with TensorFlow) if not there yet."""
     path = config.plans_dir / f"{config.model}.tflite"
     if not path.exists() or not manifest_path_for(path).exists():
-        from models.export import export_plan
-
         log.info("exporting %s to %s", config.model, config.plans_dir)
-        export_plan(config.model, config.plans_dir)
+        with native_chatter_dropped():  # TensorFlow's start-up and SavedModel lines
+            from models.export import export_plan
+
+            export_plan(config.model, config.plans_dir)
     return path
 
 
@@ -107,7 +111,7 @@ def simulate(config: SimulationConfig) -> Outcome:
             first_check_in_spread=config.first_check_in_minutes * 60.0,
         )
         evaluator = _Evaluator(plan_path, manifest, data, admin, int(job["id"]))
-        rows = _drive(config, fleet, clock, coordinator, evaluator, start)
+        rows, interrupted = _drive(config, fleet, clock, coordinator, evaluator, start)
         final = evaluator.final_weights()
         fairness = evaluator.per_device(final, config.fairness_devices, seed=config.seed)
         history = admin.metrics(int(job["id"]))
@@ -125,6 +129,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         virtual_seconds=virtual,
         peak_rss_mb=_peak_rss_mb(),
         data_mode=data.mode,
+        interrupted=interrupted,
     )
 
 
@@ -135,8 +140,13 @@ def _drive(
     coordinator: InProcessCoordinator | None,
     evaluator: _Evaluator,
     start: float,
-) -> list[dict[str, Any]]:
-    """Pop events until the end; the in-process coordinator's lease sweep is an event too."""
+) -> tuple[list[dict[str, Any]], bool]:
+    """Pop events until the end; the in-process coordinator's lease sweep is an event too.
+
+    Returns the evaluation rows and whether Ctrl-C (``KeyboardInterrupt``) ended the run
+    early: the run then stops at the event it was in, and what ran is still evaluated and
+    reported.
+    """
     end = start + config.hours * 3600.0
     queue = fleet.queue
     if coordinator is not None:  # a live server sweeps on its own clock
@@ -144,6 +154,32 @@ def _drive(
     queue.push(Event(start, EventKind.EVALUATE))
     rows: list[dict[str, Any]] = []
     bar = _progress_bar(config)
+    try:
+        log.info("%d devices, %g virtual hours: running", config.devices, config.hours)
+        _pop_events(config, fleet, clock, coordinator, evaluator, start, end, rows, bar)
+        interrupted = False
+    except KeyboardInterrupt:
+        log.warning("interrupted at %.2f virtual hours", (clock.now() - start) / 3600.0)
+        interrupted = True
+    rows.append(evaluator.row(clock.now() - start, fleet))
+    if bar is not None:
+        bar.close()
+    return rows, interrupted
+
+
+def _pop_events(
+    config: SimulationConfig,
+    fleet: Fleet,
+    clock: RunClock,
+    coordinator: InProcessCoordinator | None,
+    evaluator: _Evaluator,
+    start: float,
+    end: float,
+    rows: list[dict[str, Any]],
+    bar: Any,
+) -> None:
+    """The event loop of :func:`_drive`: rows are appended as evaluations come due."""
+    queue = fleet.queue
     shown = 0.0
     while True:
         event = queue.pop()
@@ -167,10 +203,6 @@ def _drive(
             queue.push(Event(when + config.eval_every_minutes * 60.0, EventKind.EVALUATE))
         else:
             fleet.handle(event)
-    rows.append(evaluator.row(clock.now() - start, fleet))
-    if bar is not None:
-        bar.close()
-    return rows
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,6 +147,9 @@ _WORKER: Worker | None = None
 
 def _start_worker(data: DataSpec, blobs: str, manifests: dict[str, str]) -> None:
     global _WORKER
+    # Ctrl-C reaches the whole process group: the parent decides (it stops the run and writes
+    # a partial report); a worker killed by it would only break the pool under it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER = Worker(data, Path(blobs), manifests)
 

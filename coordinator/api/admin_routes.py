@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from coordinator.api.deps import Admin, AppClock, AppSettings, Sessions
 from coordinator.api.limits import read_body
 from coordinator.api.schemas import (
+    MAX_LISTED,
     BlobReceipt,
+    DeviceList,
+    DeviceView,
     Id,
     JobView,
     PlanCreate,
@@ -20,9 +23,9 @@ from coordinator.api.schemas import (
 )
 from coordinator.config import JobCreate
 from coordinator.db.blobs import put_blob
-from coordinator.db.models import Job, Plan, Version
+from coordinator.db.models import Device, Job, Plan, Version
 from coordinator.db.session import transaction
-from coordinator.services import history, jobs, plans, rounds
+from coordinator.services import history, jobs, listing, plans, rounds
 from fedge.wire import MEDIA_TYPE
 
 # Every admin route authenticates first: 400 (two Authorization headers), 401, 403; 422 for a
@@ -61,6 +64,24 @@ def register_plan(body: PlanCreate, sessions: Sessions, clock: AppClock) -> Plan
             now=clock.now(),
         )
         return _plan_view(plan)
+
+
+@router.get("/plans")
+def list_plans(sessions: Sessions) -> list[PlanView]:
+    """Every registered plan, oldest first."""
+    with transaction(sessions, read_only=True) as session:
+        return [_plan_view(plan) for plan in listing.list_plans(session)]
+
+
+@router.get("/devices", responses=error_responses(422))
+def list_devices(
+    sessions: Sessions,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED, description="most devices listed")] = 100,
+) -> DeviceList:
+    """The devices seen most recently (latest first) and how many are registered in all."""
+    with transaction(sessions, read_only=True) as session:
+        total, devices = listing.list_devices(session, limit=limit)
+        return DeviceList(total=total, devices=[_device_view(device) for device in devices])
 
 
 @router.post("/jobs", status_code=201, responses=JSON_BODY)
@@ -168,7 +189,21 @@ def version_inference_model(job_id: Id, number: VersionNumber, sessions: Session
 
 def _plan_view(plan: Plan) -> PlanView:
     return PlanView(
-        id=plan.id, name=plan.name, plan_sha256=plan.plan_sha256, num_params=plan.num_params
+        id=plan.id,
+        name=plan.name,
+        plan_sha256=plan.plan_sha256,
+        num_params=plan.num_params,
+        created_at=plan.created_at,
+    )
+
+
+def _device_view(device: Device) -> DeviceView:
+    return DeviceView(
+        id=device.id,
+        registered_at=device.registered_at,
+        last_seen_at=device.last_seen_at,
+        runtime=device.runtime,
+        sdk_version=device.sdk_version,
     )
 
 

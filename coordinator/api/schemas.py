@@ -71,6 +71,7 @@ class PlanView(BaseModel):
     name: str
     plan_sha256: str
     num_params: int
+    created_at: float = Field(description="when it was registered, Unix seconds")
 
 
 class VersionView(BaseModel):
@@ -92,3 +93,25 @@ class BlobReceipt(BaseModel):
 
     sha256: str
     size: int
+
+
+# --- listings ------------------------------------------------------------------------------
+
+MAX_LISTED = 10_000
+
+
+class DeviceView(BaseModel):
+    """A registered device as the admin API lists it (never its token)."""
+
+    id: str
+    registered_at: float = Field(description="Unix seconds")
+    last_seen_at: float = Field(description="its latest request, Unix seconds")
+    runtime: str
+    sdk_version: str
+
+
+class DeviceList(BaseModel):
+    """The devices seen most recently, and how many are registered in all."""
+
+    total: int
+    devices: list[DeviceView]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 import numpy as np
@@ -27,6 +28,7 @@ from device_sdk.runner import describe_plan
 from device_sdk.session import Failure
 from device_sdk.state import AgentState, StateStore
 from fedge.clock import ManualClock
+from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import HyperParameters, Task
 from fedge.wire import encode_vector
@@ -48,6 +50,8 @@ class FakeCoordinator:
     requests: list[tuple[str, str]] = field(default_factory=list)
     uploads: list[tuple[str, str]] = field(default_factory=list)  # lease id, sha256 of the body
     aborts: list[tuple[str, str]] = field(default_factory=list)  # lease id, reason
+    abort_details: list[str] = field(default_factory=list)
+    retry: dict[str, object] | None = None  # answer check-ins with this retry window instead
     issued: int = 0
 
     @property
@@ -85,6 +89,8 @@ class FakeCoordinator:
         device = self.tokens.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
         if device is None:
             return httpx.Response(401, json={"error": "unauthorized", "message": "unknown token"})
+        if path == "/v1/check-in" and self.retry is not None:
+            return httpx.Response(200, json={"retry": self.retry})
         if path == "/v1/check-in":
             self.issued += 1
             task = self.task(f"lease-{self.issued}", device)
@@ -109,7 +115,9 @@ class FakeCoordinator:
                     "clipped": False,
                 },
             )
-        self.aborts.append((lease, json.loads(request.content)["reason"]))
+        body = json.loads(request.content)
+        self.aborts.append((lease, body["reason"]))
+        self.abort_details.append(body["detail"])
         return httpx.Response(204)
 
 
@@ -147,7 +155,7 @@ def config(server, clock, tmp_path, examples, **overrides):
         "sleep": clock.advance,
         "seed": 0,
         "eligibility_check_s": 0.0,
-        "transport": server.transport,
+        "transport": server.transport if server is not None else None,
         "max_tasks": 1,
     }
     return AgentConfig(**(settings | overrides))
@@ -329,6 +337,127 @@ def test_a_host_app_runs_the_agent_in_its_own_thread_on_a_sqlite_store(server, c
     worker.join(timeout=30)
 
     assert agent.stats.uploads_accepted == 1
+
+
+def test_a_plan_the_runtime_cannot_load_is_reported_with_its_cause(
+    server, clock, tmp_path, examples
+):
+    server.plan = b"not a flatbuffer at all"
+    agent = Agent(config(server, clock, tmp_path, examples))
+
+    stats = agent.run()
+
+    assert server.aborts == [("lease-1", "error")]  # the protocol's reason...
+    [detail] = server.abort_details  # ...and the cause in words
+    assert detail.startswith("bad_plan: the plan does not expose Fedge's signatures")
+    assert stats.aborts == 1 and agent.every_task_failed()
+
+
+def test_an_abort_detail_longer_than_the_protocol_allows_is_cut_to_fit(
+    server, clock, tmp_path, examples, monkeypatch
+):
+    monkeypatch.setattr(
+        "device_sdk.runner.describe_plan",
+        lambda plan: (_ for _ in ()).throw(ManifestError("x" * 2000)),
+    )
+
+    run(config(server, clock, tmp_path, examples))
+
+    [detail] = server.abort_details
+    assert len(detail) == 500 and detail.startswith("bad_plan: xxx")
+
+
+def test_an_agent_that_uploaded_has_not_failed_every_task(server, clock, tmp_path, examples):
+    agent = Agent(config(server, clock, tmp_path, examples))
+
+    agent.run()
+
+    assert agent.stats.uploads_accepted == 1 and not agent.every_task_failed()
+
+
+def test_a_task_cut_short_by_stop_is_not_counted_as_failed(server, clock, tmp_path, examples):
+    server.epochs = 1000
+    agent = Agent(config(server, TickingClock(clock), tmp_path, examples))
+    probe = agent.probe
+    readings = 0
+
+    def snapshot():
+        nonlocal readings
+        readings += 1
+        if readings == 4:  # mid-training
+            agent.stop()
+        return FakeProbe.snapshot(probe)
+
+    probe.snapshot = snapshot
+
+    agent.run()
+
+    assert server.aborts == [("lease-1", "other")]
+    assert agent.stats.tasks == 1 and not agent.every_task_failed()
+
+
+def idle_log(caplog, server, clock, tmp_path, examples, **overrides) -> str:
+    """The agent's first line about why it idles; it is stopped at its first wait."""
+    agent = Agent(config(server, clock, tmp_path, examples, **overrides))
+
+    def sleep(seconds: float) -> None:
+        agent.stop()
+
+    agent.config = replace(agent.config, sleep=sleep)
+    with caplog.at_level(logging.INFO, logger="fedge.device"):
+        agent.run()
+    [line] = [r.getMessage() for r in caplog.records if "checking in again" in r.getMessage()]
+    return line
+
+
+def test_an_agent_without_a_task_says_why_and_when_it_asks_again(
+    server, clock, tmp_path, examples, caplog
+):
+    server.retry = {"min": 1620.0, "max": 1620.0, "reason": "no job is running"}
+
+    line = idle_log(caplog, server, clock, tmp_path, examples)
+
+    assert line == "no task yet (no job is running); checking in again in 27 min"
+
+
+def test_an_ineligible_agent_names_the_reason_the_probe_and_the_way_out(
+    server, clock, tmp_path, examples, caplog
+):
+    line = idle_log(
+        caplog,
+        server,
+        clock,
+        tmp_path,
+        examples,
+        probe=FakeProbe(Readings(charging=True, load_average=4.0, cpu_count=1)),
+        probe_label="auto: linux",
+        ineligible_hint="use --probe none on a test box",
+        ineligible_wait_s=(120.0, 120.0),
+    )
+
+    assert line == (
+        "ineligible: user_activity (probe auto: linux); use --probe none on a test box; "
+        "checking in again in 2 min"
+    )
+
+
+def test_an_agent_that_cannot_reach_the_coordinator_says_where_it_tried(
+    clock, tmp_path, examples, caplog
+):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    line = idle_log(caplog, None, clock, tmp_path, examples, transport=httpx.MockTransport(refuse))
+
+    assert line.startswith(
+        f"coordinator unreachable at {SERVER}: [Errno 111] Connection refused; checking in again in"
+    )
+
+
+@pytest.mark.parametrize("url", ["coordinator:8000", "127.0.0.1:8000", "ftp://host", "http://"])
+def test_a_server_url_without_http_scheme_and_host_is_refused_at_once(url, tmp_path):
+    with pytest.raises(ValueError, match=r"needs http:// or https:// and a host"):
+        AgentConfig(server_url=url, state_dir=tmp_path, data=tmp_path)
 
 
 def test_a_plan_describes_itself_as_its_manifest_does(plans_dir):

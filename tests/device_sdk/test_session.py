@@ -174,13 +174,24 @@ def test_a_lease_closed_mid_training_ends_the_task_without_an_abort_or_an_upload
     assert isinstance(after, CheckIn)  # nothing to abort, nothing to upload: next task
 
 
-def test_a_download_that_cannot_succeed_aborts_the_task():
+def test_a_download_that_cannot_succeed_aborts_the_task_saying_which_and_why():
     session, _ = start()
     session.send(TASK)
 
-    abort = session.send(Failure(404, "not_found"))
+    abort = session.send(Failure(404, "not_found", "no plan abc"))
 
-    assert abort == Abort(TASK, "error")
+    assert abort == Abort(TASK, "error", "download of the plan failed: not_found: no plan abc")
+
+
+def test_a_plan_the_runtime_cannot_load_is_aborted_as_an_error_with_its_cause():
+    session, _ = start()
+    session.send(TASK)
+    session.send(b"plan")
+    session.send(b"weights")
+
+    abort = session.send(Failure(0, "bad_plan", "the plan does not expose Fedge's signatures"))
+
+    assert abort == Abort(TASK, "error", "bad_plan: the plan does not expose Fedge's signatures")
 
 
 def test_the_session_ends_after_max_tasks_and_returns_its_stats():

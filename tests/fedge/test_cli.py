@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from fedge import cli
+from fedge.options import log_level
 
 
 def test_help_lists_the_subcommands_of_every_room(capsys):
@@ -104,3 +106,59 @@ def test_a_missing_plan_file_is_one_line_not_a_traceback(tmp_path, capsys):
     assert status == 2
     error = capsys.readouterr().err
     assert error.startswith("fedge: error: ") and error.count("\n") == 1
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"fedge {cli._version()}\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "DEBUG", "device", "run", "--server", "http://x", "--data", "d"],
+        ["device", "run", "--server", "http://x", "--data", "d", "--log-level", "debug"],
+    ],
+    ids=["before", "after"],
+)
+def test_the_log_level_works_before_or_after_the_subcommand(argv):
+    args = cli.build_parser().parse_args(argv)
+
+    assert log_level(args) == "debug"
+
+
+def test_without_a_log_level_each_command_keeps_its_own_default():
+    parser = cli.build_parser()
+
+    assert log_level(parser.parse_args(["simulate"])) == "warning"
+    assert log_level(parser.parse_args(["coordinator", "serve"])) == "info"
+
+
+def test_a_usage_error_is_one_line_naming_the_help(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["admin", "versions", "not-a-number"])
+
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "fedge admin versions: error: argument job: invalid int value: 'not-a-number' "
+        "(see fedge admin versions --help)\n"
+    )
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(command="simulate", run=interrupted)
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+
+    status = cli.main(["simulate"])
+
+    assert status == 130
+    assert capsys.readouterr().err == "fedge: simulate interrupted\n"

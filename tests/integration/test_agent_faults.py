@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -23,9 +24,10 @@ from sqlalchemy import create_engine, text
 from device_sdk.agent import AgentConfig, run
 from device_sdk.eligibility import FakeProbe, Readings
 from device_sdk.example_store import NpzShardStore
+from fedge.admin_client import AdminClient
 from fedge.protocol import Task
 from tests.databases import fresh_database
-from tests.integration.conftest import FACTS
+from tests.integration.conftest import ADMIN_TOKEN, FACTS
 from tests.integration.faulty_proxy import FaultyProxy
 from tests.integration.fleet import ServerProcess, fleet_job, free_port
 
@@ -208,3 +210,34 @@ def test_an_agent_killed_mid_task_resumes_without_a_duplicate_upload(tmp_path, p
     assert resent == [trained["update_sha256"]] * 2  # the same saved bytes, twice
     assert f"resuming lease {second}" in log
     assert recorded_task(tmp_path) is None
+
+
+# --- a real agent process whose every task fails ---------------------------------------------
+
+
+def publish_broken_plan(coordinator, directory: Path) -> int:
+    """synthetic_logreg with its plan bytes replaced by bytes no runtime can load."""
+    directory.mkdir()
+    for exported in coordinator.plans_dir.glob("synthetic_logreg*"):
+        (directory / exported.name).write_bytes(exported.read_bytes())
+    broken = b"these bytes are no TFLite flatbuffer"
+    (directory / "synthetic_logreg.tflite").write_bytes(broken)
+    manifest = json.loads((directory / "synthetic_logreg.json").read_text())
+    manifest |= {"plan_sha256": hashlib.sha256(broken).hexdigest(), "plan_bytes": len(broken)}
+    (directory / "synthetic_logreg.json").write_text(json.dumps(manifest))
+    with AdminClient(coordinator.url, ADMIN_TOKEN) as admin:
+        return int(admin.publish_plan(directory / "synthetic_logreg.tflite")["id"])
+
+
+def test_an_agent_whose_every_task_failed_exits_1_and_names_the_cause(coordinator, tmp_path):
+    coordinator.create_job(publish_broken_plan(coordinator, tmp_path / "plans"), mode="async")
+    write_examples(tmp_path / "examples", time.time())
+
+    finished = start_agent(coordinator.url, tmp_path, max_tasks=2).wait(timeout=60)
+
+    log = (tmp_path / "agent.log").read_text()
+    assert finished == 1, log
+    assert "(bad_plan: the plan does not expose Fedge's signatures" in log
+    assert "every task failed (2): exiting with status 1" in log
+    closed = query(coordinator.db_url, "SELECT close_reason FROM leases")
+    assert [reason for (reason,) in closed] == ["aborted:error"] * 2
