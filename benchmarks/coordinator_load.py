@@ -61,10 +61,10 @@ from benchmarks.harness import (
     publish_job,
     serve_coordinator,
 )
+from coordinator.admin_client import AdminClient
 from coordinator.served import ServedCoordinator
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
-from fedge.admin_client import AdminClient
 from fedge.protocol import EligibilityFacts, Task
 from fedge.wire import decode_vector, encode_vector
 from tests.databases import POSTGRES_ADMIN, fresh_database, postgres_available

@@ -63,10 +63,10 @@ from benchmarks.harness import (
     ratio,
     serve_coordinator,
 )
+from coordinator.admin_client import AdminClient
 from coordinator.served import ServedCoordinator
 from device_sdk.example_store import ExampleStore
 from device_sdk.footprint import FORBIDDEN_DISTRIBUTIONS
-from fedge.admin_client import AdminClient
 from simulator import datasets
 
 ADMIN_TOKEN = "device-footprint-admin-token"

@@ -26,8 +26,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from coordinator.admin_client import AdminClient
     from coordinator.served import ServedCoordinator
-    from fedge.admin_client import AdminClient
 
 ROOT = Path(__file__).resolve().parents[1]
 KIB_PER_MIB = 1024

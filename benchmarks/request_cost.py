@@ -32,9 +32,9 @@ from benchmarks.harness import (
     publish_job,
     ratio,
 )
+from coordinator.admin_client import AdminClient
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
-from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.protocol import EligibilityFacts, Task
 from simulator.config import SimulationConfig

@@ -208,8 +208,8 @@ def profile_live(args: argparse.Namespace) -> dict[str, Any]:
     """Serve a measured coordinator, drive it with device threads, and collect its figures."""
     from benchmarks.coordinator_load import Tally, Updates, Window, load_job, run_device
     from benchmarks.harness import publish_job
+    from coordinator.admin_client import AdminClient
     from coordinator.served import free_port
-    from fedge.admin_client import AdminClient
     from fedge.manifest import PlanManifest, manifest_path_for
     from simulator.config import SimulationConfig
     from simulator.run import ensure_plan

@@ -1,7 +1,7 @@
 """What ``fedge admin`` does and prints: human tables (times in ISO 8601) or, with --json, JSON.
 
 Imported when an admin command runs (``coordinator/cli.py`` registers the arguments); it needs
-only :mod:`fedge.admin_client` (httpx), so it runs without the server extra.
+only :mod:`coordinator.admin_client` (httpx), so it runs without the server extra.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedge.admin_client import AdminClient
+from coordinator.admin_client import AdminClient
 from fedge.options import fail
 
 Column = tuple[str, Callable[[dict[str, Any]], object]]

@@ -1,6 +1,6 @@
 """``fedge coordinator serve`` and ``fedge admin``; the server stack is imported only to serve.
 
-``fedge admin`` needs only httpx (``fedge.admin_client``), so an operator's laptop runs it
+``fedge admin`` needs only httpx (``coordinator.admin_client``), so an operator's laptop runs it
 without the server extra.
 """
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.admin_client import AdminClient
 from device_sdk.client import CoordinatorClient
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
-from fedge.admin_client import AdminClient
 from fedge.logs import native_chatter_dropped
 from fedge.manifest import PlanManifest, manifest_path_for
 from simulator.clock import RunClock, VirtualClock, WallClock

@@ -36,12 +36,12 @@ import uvicorn
 
 from benchmarks.harness import export_plan, publish_job
 from benchmarks.oracle.exchange import FEDGE_FILE, Problem, save_trajectory
+from coordinator.admin_client import AdminClient
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
 from device_sdk.runner import LocalRunner
 from device_sdk.session import device_session
-from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.manifest import PlanManifest
 from fedge.protocol import EligibilityFacts

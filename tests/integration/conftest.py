@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import uvicorn
 
+from coordinator.admin_client import AdminClient
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
-from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.protocol import EligibilityFacts
 from fedge.wire import decode_vector

@@ -83,8 +83,8 @@ def test_an_unreachable_server_is_reported_without_a_traceback(capsys):
 def test_any_version_downloads_as_an_inference_only_model(coordinator):
     from ai_edge_litert.interpreter import Interpreter
 
+    from coordinator.admin_client import AdminClient
     from device_sdk import PlanRunner
-    from fedge.admin_client import AdminClient
     from tests.integration.conftest import ADMIN_TOKEN
 
     job = coordinator.create_job(coordinator.publish_plan(), mode="async", buffer_size=1)

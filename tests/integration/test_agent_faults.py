@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from coordinator.admin_client import AdminClient
 from device_sdk.agent import AgentConfig, run
 from device_sdk.eligibility import FakeProbe, Readings
 from device_sdk.example_store import NpzShardStore
-from fedge.admin_client import AdminClient
 from fedge.protocol import Task
 from tests.databases import fresh_database
 from tests.integration.conftest import ADMIN_TOKEN, FACTS

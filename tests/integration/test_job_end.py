@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coordinator.admin_client import AdminClient
 from coordinator.api.app import create_app
 from coordinator.db.models import Lease, LeaseStatus
 from coordinator.db.session import make_engine, make_session_factory, transaction
 from coordinator.settings import Settings
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
-from fedge.admin_client import AdminClient
 from fedge.clock import ManualClock
 from fedge.protocol import Task
 from tests.databases import fresh_database

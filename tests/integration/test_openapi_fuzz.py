@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from coordinator.admin_client import AdminClient
 from coordinator.api.app import create_app
 from coordinator.settings import Settings
-from fedge.admin_client import AdminClient
 from fedge.wire import MEDIA_TYPE
 from tests.integration.conftest import ADMIN_TOKEN, serve
 
