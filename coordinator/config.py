@@ -27,6 +27,10 @@ def _not_a_bool(value: object) -> object:
 # JSON Schema's numbers: 3 and 3.0, but not ``false``, which pydantic's lax int/float take as 0.
 Count = Annotated[int, BeforeValidator(_not_a_bool)]
 Amount = Annotated[float, BeforeValidator(_not_a_bool)]
+# An optional positive amount. The bound sits inside, before the validator: on ``Amount | None``
+# pydantic writes ``Field(gt=0)`` into the OpenAPI schema as a bare "gt" that JSON Schema does
+# not know, so the spec would promise that 0 is accepted (the schemathesis run finds it).
+PositiveAmount = Annotated[float, Field(gt=0), BeforeValidator(_not_a_bool)]
 
 
 class ContributionCap(Strict):
@@ -46,9 +50,8 @@ class PopulationConfig(Strict):
     min_separation_seconds: Amount = Field(
         0.0, ge=0, description="least time between two contributions of one device"
     )
-    admission_window_seconds: Amount | None = Field(
+    admission_window_seconds: PositiveAmount | None = Field(
         None,
-        gt=0,
         description="uniform admission (coordinator.services.admission): a device whose task "
         "ended less than this ago waits out a retry window like any other, and within each "
         "window of this length devices are admitted in a random order, not in order of "
