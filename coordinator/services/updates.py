@@ -32,13 +32,14 @@ from coordinator.db.models import (
 from coordinator.db.session import transaction
 from coordinator.errors import (
     BadRequest,
+    Conflict,
     CoordinatorError,
     InvalidUpdate,
     LeaseClosed,
     StaleUpdate,
     WrongBaseVersion,
 )
-from coordinator.services import rounds, versions
+from coordinator.services import privacy, rounds, versions
 from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
@@ -79,6 +80,9 @@ def upload(
     delta = _decode(body, get_plan(session, job.plan_id).num_params)
     norm = update_norm(delta)
     clipped = False
+    clip_norm = privacy.clip_norm_for(job, config)
+    if clip_norm is not None:  # DP: the device clips, we only check (whatever norm_policy)
+        privacy.check_norm(norm, clip_norm)
     bound = configured(config.aggregation).norm_bound
     if bound is not None:
         try:
@@ -101,6 +105,8 @@ def upload(
             f"update is {staleness} versions stale; this job accepts at most "
             f"{config.aggregation.max_staleness}"
         )
+    if (refusal := privacy.window_refusal(session, job, config, device.id)) is not None:
+        raise Conflict(f"update refused: the device {refusal}")
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")

@@ -63,6 +63,8 @@ class World:
         *,
         population: dict[str, Any] | None = None,
         task: dict[str, Any] | None = None,
+        privacy: dict[str, Any] | None = None,
+        max_versions: int | None = None,
         **aggregation: Any,
     ) -> Job:
         """A running job of the plan; keyword arguments are its aggregation config."""
@@ -73,6 +75,8 @@ class World:
                 "aggregation": {"mode": mode, **aggregation},
                 "population": population or {},
                 "task": task or {},
+                "privacy": privacy or {},
+                "max_versions": max_versions,
             }
         )
         return jobs.create_job(self.session, request, now=self.now)
