@@ -12,6 +12,7 @@ FedgeError (fedge.errors)
     │   ├── StaleUpdate         409 base version too old (async) or round moved on (sync)
     │   └── WrongBaseVersion    409 an update built on a version the lease did not hand out
     ├── PayloadTooLarge         413 body over the configured limit
+    ├── InvalidConfig           422 a job config that validates but cannot run (DP budget)
     └── RateLimited             429 too many requests from one device (Retry-After)
 """
 
@@ -91,6 +92,13 @@ class WrongBaseVersion(Conflict):
     """The update claims a base version other than the one its lease handed out."""
 
     reason: str = Reason.WRONG_BASE_VERSION
+
+
+class InvalidConfig(CoordinatorError):
+    """A job config that is well-formed but cannot run as asked: the message names the field."""
+
+    status_code = 422
+    reason: str = Reason.INVALID_REQUEST
 
 
 class PayloadTooLarge(CoordinatorError):

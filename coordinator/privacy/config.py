@@ -105,6 +105,7 @@ _DP_FIELDS = (
     "epsilon_max",
     "clipping",
     "planned_versions",
+    "noise_seed",
 )
 
 
@@ -126,6 +127,12 @@ class PrivacyConfig(Strict):
     epsilon_max: Amount | None = Field(None, allow_inf_nan=False)
     clipping: Clipping | None = None
     planned_versions: Count | None = Field(None, ge=1)
+    noise_seed: Count | None = Field(
+        None,
+        ge=0,
+        description="simulations only: a reproducible noise seed, refused by a coordinator "
+        "that does not allow it and marked in every version's metadata",
+    )
 
     @model_validator(mode="after")
     def _honest(self) -> PrivacyConfig:

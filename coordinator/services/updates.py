@@ -22,7 +22,6 @@ from coordinator.db.models import (
     Device,
     Job,
     JobMode,
-    JobStatus,
     Lease,
     LeaseStatus,
     Rejection,
@@ -176,7 +175,7 @@ def record_rejection(
                 lease.close(LeaseStatus.EXPIRED, dead, now)
             elif isinstance(error, LeaseClosed):
                 job = session.get_one(Job, lease.job_id)
-                if job.status == JobStatus.STOPPED:  # issued while the job was being stopped
+                if job.status.ended:  # issued while the job was being stopped
                     lease.close(LeaseStatus.REJECTED, end_reason(job), now)
 
 

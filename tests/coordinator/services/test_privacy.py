@@ -16,12 +16,15 @@ from pydantic import ValidationError
 from sqlalchemy import update
 
 from coordinator.config import JobCreate
-from coordinator.db.models import Job, Lease, LeaseStatus, Update
-from coordinator.errors import Conflict, InvalidUpdate
+from coordinator.db.models import Job, JobStatus, Lease, LeaseStatus, Update, Version
+from coordinator.errors import Conflict, InvalidConfig, InvalidUpdate, LeaseClosed
+from coordinator.observability import DatabaseCollector
+from coordinator.privacy import PrivacyAccountant
+from coordinator.services import accounting, jobs, versions
 from device_sdk.clipping import clip_to_norm
 from fedge.protocol import Reason
 from fedge.wire import encode_vector
-from tests.coordinator.services.world import NUM_PARAMS, World, delta
+from tests.coordinator.services.world import NUM_PARAMS, World, delta, register_tiny_plan
 
 
 def dp_section(**overrides: Any) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def dp_section(**overrides: Any) -> dict[str, Any]:
     section: dict[str, Any] = {
         "mechanism": "gaussian",
         "participation": {"model": "capped", "population": 100, "window": 1},
-        "noise_multiplier": 1.0,
+        "noise_multiplier": 2.0,
         "delta": 1e-4,
         "epsilon_max": 10.0,
         "clipping": {"kind": "fixed", "clip_norm": 1.0},
@@ -105,10 +108,16 @@ def test_sampled_participation_is_refused_until_the_coordinator_enforces_it():
 # --- the clip norm: given to the device, re-checked on upload ---------------------------------
 
 
-def dp_job(world: World, mode: str = "async", **fields: Any) -> Job:
-    """A DP job of the world's plan: ``fields`` override the privacy section."""
+def dp_job(world: World, mode: str = "async", max_versions: int = 10, **fields: Any) -> Job:
+    """A DP job of the world's plan (2 updates a version): ``fields`` override its privacy."""
     aggregation = {"buffer_size": 2} if mode == "async" else {"target": 2, "minimum": 2}
-    return world.job(mode, privacy=dp_section(**fields), weighting="uniform", **aggregation)
+    return world.job(
+        mode,
+        privacy=dp_section(**fields),
+        max_versions=max_versions,
+        weighting="uniform",
+        **aggregation,
+    )
 
 
 def test_a_dp_job_gives_each_task_its_clip_norm(world: World):
@@ -198,3 +207,217 @@ def test_a_second_upload_into_the_same_version_is_refused_under_the_lock(world: 
 
     with pytest.raises(Conflict, match="privacy window"):
         world.upload(device, second, delta(0.1))
+
+
+# --- job creation: calibration and the budget ---------------------------------------------------
+
+
+def test_a_dp_job_starts_with_an_empty_ledger_and_the_versions_its_budget_allows(world: World):
+    # z = 2, δ = 1e-4, one Gaussian release per version: ε(2) = 2.53, ε(3) = 3.21.
+    job = dp_job(world, epsilon_max=3.0)
+
+    state = accounting.state_of(job)
+
+    assert (state.ledger.versions, state.versions_within_budget) == (0, 2)
+    assert state.clip_norm == 1.0
+
+
+def test_a_budget_too_small_for_one_version_is_refused_naming_the_field(world: World):
+    with pytest.raises(InvalidConfig, match=r"privacy\.epsilon_max"):
+        dp_job(world, epsilon_max=0.5)  # one version costs ε = 1.70
+
+
+def test_a_target_epsilon_is_calibrated_into_the_stored_noise_multiplier(world: World):
+    job = dp_job(world, noise_multiplier=None, target_epsilon=3.0, planned_versions=2)
+
+    stored = jobs.job_config(job).privacy
+    accountant = PrivacyAccountant(stored)
+
+    assert stored.target_epsilon is None and stored.noise_multiplier is not None
+    assert accountant.epsilon_after(2) <= 3.0 < accountant.epsilon_after(2) * 1.02
+    assert accountant_view(job)["calibrated_from"] == 3.0
+
+
+def test_a_reproducible_noise_seed_is_refused_where_the_coordinator_does_not_allow_it(
+    world: World,
+):
+    request = JobCreate.model_validate(
+        {**job_request(privacy=dp_section(noise_seed=1)), "plan_id": world.plan.id}
+    )
+
+    with pytest.raises(InvalidConfig, match=r"privacy\.noise_seed"):
+        jobs.create_job(world.session, request, now=world.now)
+
+
+def accountant_view(job: Job) -> dict[str, Any]:
+    assert job.privacy_state is not None
+    return job.privacy_state
+
+
+# --- noise: on the sum, sized by the updates actually aggregated -------------------------------
+
+BIG = 20_000  # coordinates: the sample std of one version's noise is within ~0.5 % of the truth
+
+
+def zeros(num_params: int) -> bytes:
+    return encode_vector(np.zeros(num_params, np.float32))
+
+
+def test_the_noise_on_each_average_has_std_zc_over_n_actual_under_30_percent_dropout(
+    world: World,
+):
+    # Every update is zero, so a version's weights move by the noise alone, / n_actual.
+    # The sample std of 20,000 normal draws has a relative error of 1/sqrt(2·20,000) = 0.5 %;
+    # a 3 % tolerance is 6 of those: a false alarm about once in 10⁹ versions (and the seed
+    # makes the run reproducible).
+    big = replace(world, plan=register_tiny_plan(world.session, now=world.now, num_params=BIG))
+    z, clip = 3.0, 0.5
+    job = big.job(
+        "sync",
+        privacy=dp_section(
+            noise_multiplier=z, noise_seed=7, clipping={"kind": "fixed", "clip_norm": clip}
+        ),
+        max_versions=3,
+        weighting="uniform",
+        target=10,
+        minimum=7,
+        over_selection=1.0,
+        round_seconds=60.0,
+    )
+    for number in (1, 2, 3):
+        devices = [big.device() for _ in range(10)]
+        tasks = [big.task(device) for device in devices]
+        for device, task in zip(devices[:7], tasks[:7], strict=True):  # 3 of 10 drop out
+            big.upload(device, task, zeros(BIG))
+        big.clock.advance(61)
+        big.sweep()  # the deadline closes the round with the 7 that reported
+
+        noise = big.weights(job, number) - big.weights(job, number - 1)
+        metadata = jobs.get_version(big.session, job.id, number).privacy
+
+        assert float(np.std(noise)) == pytest.approx(z * clip / 7, rel=0.03)
+        assert abs(float(np.mean(noise))) < 6 * z * clip / 7 / np.sqrt(BIG)
+        assert metadata is not None
+        assert (metadata["n_actual"], metadata["noise_stddev"]) == (7, pytest.approx(z * clip))
+        assert metadata["noise_seeded"] is True
+
+
+def test_a_version_records_its_epsilon_assumptions_and_unseeded_noise(world: World):
+    job = dp_job(world)
+    for _ in range(2):
+        device = world.device()
+        world.upload(device, world.task(device), delta(0.1))
+
+    metadata = jobs.get_version(world.session, job.id, 1).privacy
+
+    assert metadata is not None
+    expected = PrivacyAccountant(jobs.job_config(job).privacy).epsilon_after(1)
+    assert metadata["epsilon"] == pytest.approx(expected)
+    assert metadata["method"] == "pld"
+    assert metadata["epsilon_rdp"] >= metadata["epsilon_pld"]
+    assert (metadata["delta"], metadata["noise_multiplier"], metadata["clip_norm"]) == (
+        1e-4,
+        2.0,
+        1.0,
+    )
+    assert metadata["assumptions"]["participation"] == "capped"
+    assert metadata["assumptions"]["versions"] == 1
+    assert metadata["noise_seeded"] is False
+    assert metadata["clipped_fraction"] is None  # fixed C: the raw count is never released
+
+
+# --- the ledger commits with its version --------------------------------------------------------
+
+
+def test_the_ledger_on_the_job_advances_with_each_version(world: World):
+    job = dp_job(world)
+    for _ in range(4):
+        device = world.device()
+        world.upload(device, world.task(device), delta(0.1))
+
+    state = accounting.state_of(job)
+
+    assert state.ledger.versions == world.current_version(job) == 2
+    assert state.epsilon["epsilon"] == jobs.get_version(world.session, job.id, 2).privacy["epsilon"]
+
+
+def test_a_version_that_fails_to_commit_leaves_neither_it_nor_its_ledger_entry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    job = dp_job(world)
+    device = world.device()
+    world.upload(device, world.task(device), delta(0.1))
+    last = world.device()
+    task = world.task(last)
+    world.session.flush()
+
+    def crash(*_: Any) -> None:  # after the version row and the ledger were written
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(versions, "release", crash)
+    with pytest.raises(RuntimeError), world.session.begin_nested():
+        world.upload(last, task, delta(0.1))
+
+    assert world.current_version(job) == 0
+    assert world.session.get(Version, (job.id, 1)) is None
+    assert accounting.state_of(job).ledger.versions == 0
+
+
+# --- the budget gate ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_the_job_stops_exactly_before_the_version_that_would_exceed_epsilon_max(
+    world: World, mode: str
+):
+    job = dp_job(world, mode, epsilon_max=3.0)  # ε(2) = 2.53 ≤ 3 < ε(3) = 3.21
+    late = world.device()
+    for number in (1, 2):
+        devices = [world.device() for _ in range(2)]
+        tasks = [world.task(device) for device in devices]
+        if number == 2:
+            late_task = world.task(late)  # a lease out when the budget runs out
+        for device, task in zip(devices, tasks, strict=True):
+            world.upload(device, task, delta(0.1))
+
+    published = jobs.get_version(world.session, job.id, 2).privacy
+    assert published is not None and published["epsilon"] <= 3.0
+    assert PrivacyAccountant(jobs.job_config(job).privacy).epsilon_after(3) > 3.0
+    assert job.status == JobStatus.BUDGET_EXHAUSTED
+    assert world.current_version(job) == 2
+    assert world.lease(late_task).close_reason == "privacy budget exhausted"
+    assert world.check_in(world.device()).task is None
+    with pytest.raises(LeaseClosed, match="privacy budget exhausted"):
+        world.upload(late, late_task, delta(0.1))
+
+
+def test_a_job_that_reaches_max_versions_within_its_budget_finishes_as_stopped(world: World):
+    job = dp_job(world, max_versions=1)
+    for _ in range(2):
+        device = world.device()
+        world.upload(device, world.task(device), delta(0.1))
+
+    assert job.status == JobStatus.STOPPED
+
+
+def test_prometheus_shows_a_dp_jobs_epsilon_z_c_and_budget(world: World):
+    job = dp_job(world, epsilon_max=3.0)
+    for _ in range(2):
+        device = world.device()
+        world.upload(device, world.task(device), delta(0.1))
+    world.session.flush()
+
+    families = {family.name: family for family in DatabaseCollector(world.sessions).collect()}
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for name in families
+        if name.startswith("fedge_privacy")
+        for sample in families[name].samples
+    }
+    job_label = ("job", str(job.id))
+    headline = samples[("fedge_privacy_epsilon", (job_label, ("method", "headline")))]
+    assert headline == pytest.approx(jobs.get_version(world.session, job.id, 1).privacy["epsilon"])
+    assert samples[("fedge_privacy_noise_multiplier", (job_label,))] == 2.0
+    assert samples[("fedge_privacy_clip_norm", (job_label,))] == 1.0
+    assert samples[("fedge_privacy_versions_within_budget", (job_label,))] == 2
