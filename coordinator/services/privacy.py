@@ -8,14 +8,16 @@ is enforced here too: a device contributes at most once in any W consecutive ver
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from coordinator.config import JobCreate
-from coordinator.db.models import Job, Lease, Round, RoundStatus, Update
+from coordinator.db.models import Job, Lease, Round, RoundStatus, Update, Version
 from coordinator.errors import InvalidUpdate
-from coordinator.privacy import CappedParticipation, FixedClipping
-from fedge.protocol import Reason
+from coordinator.privacy import AdaptiveClipping, CappedParticipation, FixedClipping
+from fedge.protocol import METRIC_WITHIN_CLIP, Reason
 
 # The device's float32 rounding of a clipped delta stays far inside this (device_sdk.clipping).
 NORM_TOLERANCE = 1e-6
@@ -27,13 +29,46 @@ def is_private(config: JobCreate) -> bool:
 
 
 def clip_norm_for(job: Job, config: JobCreate) -> float | None:
-    """The C a task of ``job`` is given now (and its upload re-checked against); None: no DP."""
+    """The C of ``job``'s next version, which a task issued now is given; None: no DP.
+
+    Fixed clipping: the config's C. Adaptive: the C the last version's step left on the job
+    (Andrew et al., NeurIPS 2021), which every update of the next version is bounded by.
+    """
     clipping = config.privacy.clipping
     if not is_private(config) or clipping is None:
         return None
     if isinstance(clipping, FixedClipping):
         return clipping.clip_norm
-    return clipping.initial_clip_norm
+    state = job.privacy_state or {}
+    return float(state.get("clip_norm", clipping.initial_clip_norm))
+
+
+def lease_clip_norm(session: Session, job: Job, config: JobCreate, base_version: int) -> float:
+    """The C a task trained from ``base_version`` was given: the one after that version."""
+    clipping = config.privacy.clipping
+    if isinstance(clipping, FixedClipping):
+        return clipping.clip_norm
+    if not isinstance(clipping, AdaptiveClipping):  # pragma: no cover - validated
+        raise RuntimeError("a DP job without clipping")
+    if base_version == 0:
+        return clipping.initial_clip_norm
+    made = session.get(Version, (job.id, base_version))
+    if made is None or made.privacy is None:  # pragma: no cover - every DP version has it
+        raise RuntimeError(f"version {base_version} of job {job.id} has no privacy metadata")
+    return float(made.privacy["next_clip_norm"])
+
+
+def within_clip(config: JobCreate, metrics: dict[str, Any]) -> None:
+    """Refuse an adaptive job's upload that does not say whether its norm was within C."""
+    if not isinstance(config.privacy.clipping, AdaptiveClipping):
+        return
+    bit = metrics.get(METRIC_WITHIN_CLIP)
+    if isinstance(bit, bool) or bit not in (0, 1):
+        raise InvalidUpdate(
+            f"this DP job clips adaptively: the upload's metrics must hold "
+            f"{METRIC_WITHIN_CLIP!r} = 1.0 (the delta's norm was at most the task's clip_norm) "
+            "or 0.0"
+        )
 
 
 def check_norm(norm: float, clip_norm: float) -> None:

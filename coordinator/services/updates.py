@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.aggregation import NormTooLargeError, configured, update_norm
+from coordinator.aggregation import NormTooLargeError, clip_by_norm, configured, update_norm
 from coordinator.db.blobs import put_blob
 from coordinator.db.models import (
     Device,
@@ -79,9 +79,10 @@ def upload(
     delta = _decode(body, get_plan(session, job.plan_id).num_params)
     norm = update_norm(delta)
     clipped = False
-    clip_norm = privacy.clip_norm_for(job, config)
-    if clip_norm is not None:  # DP: the device clips, we only check (whatever norm_policy)
-        privacy.check_norm(norm, clip_norm)
+    private = privacy.is_private(config)
+    if private:  # the device clips to its task's C; we only check (whatever norm_policy)
+        privacy.check_norm(norm, privacy.lease_clip_norm(session, job, config, lease.base_version))
+        privacy.within_clip(config, metrics)
     bound = configured(config.aggregation).norm_bound
     if bound is not None:
         try:
@@ -109,6 +110,12 @@ def upload(
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
+    clip_norm = privacy.clip_norm_for(job, config)  # read under the lock: C cannot move now
+    if clip_norm is not None and norm > clip_norm * (1.0 + privacy.NORM_TOLERANCE):
+        # Adaptive C shrank since this task was handed out: the device honoured its C, and the
+        # version's bound is today's, so the coordinator scales the update down to it.
+        delta, clipped = clip_by_norm(delta, clip_norm)
+        stored = put_blob(session, encode_vector(delta), now=now)
     versions.refuse_if_not_finite(session, job, delta)
 
     session.add(

@@ -13,17 +13,19 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from coordinator.aggregation import l2_norm
 from coordinator.config import JobCreate
+from coordinator.db.blobs import get_blob
 from coordinator.db.models import Job, JobStatus, Lease, LeaseStatus, Update, Version
 from coordinator.errors import Conflict, InvalidConfig, InvalidUpdate, LeaseClosed
 from coordinator.observability import DatabaseCollector
 from coordinator.privacy import PrivacyAccountant
 from coordinator.services import accounting, jobs, versions
 from device_sdk.clipping import clip_to_norm
-from fedge.protocol import Reason
-from fedge.wire import encode_vector
+from fedge.protocol import METRIC_WITHIN_CLIP, Reason
+from fedge.wire import decode_vector, encode_vector
 from tests.coordinator.services.world import NUM_PARAMS, World, delta, register_tiny_plan
 
 
@@ -421,3 +423,89 @@ def test_prometheus_shows_a_dp_jobs_epsilon_z_c_and_budget(world: World):
     assert samples[("fedge_privacy_noise_multiplier", (job_label,))] == 2.0
     assert samples[("fedge_privacy_clip_norm", (job_label,))] == 1.0
     assert samples[("fedge_privacy_versions_within_budget", (job_label,))] == 2
+
+
+# --- adaptive clipping ---------------------------------------------------------------------------
+
+ADAPTIVE = {
+    "kind": "adaptive",
+    "initial_clip_norm": 0.5,
+    "target_quantile": 0.5,
+    "learning_rate": 0.2,
+    "clip_count_stddev": 2.0,  # 2σ_b = 4 > z = 1: the count takes a small share of z
+}
+
+
+def adaptive_job(world: World) -> Job:
+    """An adaptive DP job of 10 updates a version (z = 1, seeded), at most 3 versions."""
+    return world.job(
+        "async",
+        privacy=dp_section(noise_multiplier=1.0, clipping=ADAPTIVE, noise_seed=3),
+        max_versions=3,
+        weighting="uniform",
+        buffer_size=10,
+    )
+
+
+def one_version(world: World, value: float, within: float) -> None:
+    """Ten devices upload ``delta(value)`` clipped to their task's C, saying ``within``."""
+    for _ in range(10):
+        device = world.device()
+        task = world.task(device)
+        clipped, _ = clip_to_norm(np.full(NUM_PARAMS, value, np.float32), task.clip_norm or 0.0)
+        world.upload(device, task, encode_vector(clipped), metrics={METRIC_WITHIN_CLIP: within})
+
+
+def test_c_grows_when_every_update_was_longer_than_it_and_tasks_carry_the_new_c(world: World):
+    job = adaptive_job(world)
+
+    one_version(world, 1.0, within=0.0)  # norm 2 > C = 0.5 for all ten
+
+    metadata = jobs.get_version(world.session, job.id, 1).privacy
+    assert metadata is not None
+    assert metadata["clip_norm"] == 0.5
+    assert metadata["next_clip_norm"] > 0.5
+    assert metadata["clipped_fraction"] == pytest.approx(1.0, abs=0.8)  # noised, σ_b/n = 0.2
+    assert metadata["sum_noise_multiplier"] == pytest.approx((1 - 1 / 16) ** -0.5)
+    assert world.task(world.device()).clip_norm == metadata["next_clip_norm"]
+
+
+def test_c_shrinks_when_every_update_was_within_it(world: World):
+    job = adaptive_job(world)
+
+    one_version(world, 0.01, within=1.0)
+
+    metadata = jobs.get_version(world.session, job.id, 1).privacy
+    assert metadata is not None and metadata["next_clip_norm"] < 0.5
+
+
+def test_an_adaptive_job_refuses_an_upload_that_does_not_say_whether_it_was_clipped(
+    world: World,
+):
+    adaptive_job(world)
+    device = world.device()
+    task = world.task(device)
+
+    with pytest.raises(InvalidUpdate, match=METRIC_WITHIN_CLIP):
+        world.upload(device, task, delta(0.01))
+
+
+def test_an_update_clipped_to_a_c_that_has_since_shrunk_is_scaled_down_not_refused(
+    world: World,
+):
+    job = adaptive_job(world)
+    device = world.device()
+    early = world.task(device)  # C = 0.5
+    one_version(world, 0.01, within=1.0)  # C shrinks
+    shrunk = accounting.state_of(job).clip_norm
+    at_old_c, _ = clip_to_norm(np.full(NUM_PARAMS, 1.0, np.float32), 0.5)
+
+    receipt = world.upload(
+        device, early, encode_vector(at_old_c), metrics={METRIC_WITHIN_CLIP: 0.0}
+    )
+
+    [stored] = world.session.scalars(select(Update).where(Update.lease_id == early.lease_id)).all()
+    assert receipt.clipped is True
+    assert l2_norm(decode_vector(get_blob(world.session, stored.delta_sha256))) <= shrunk * (
+        1 + 1e-6
+    )

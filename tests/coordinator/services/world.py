@@ -106,8 +106,9 @@ class World:
         *,
         num_examples: int = 10,
         base_version: int | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> UploadReceipt:
-        """``device`` uploads ``body`` for ``task`` now."""
+        """``device`` uploads ``body`` for ``task`` now, with ``metrics`` (none by default)."""
         return updates.upload(
             self.session,
             device,
@@ -115,7 +116,7 @@ class World:
             body,
             base_version=task.global_version if base_version is None else base_version,
             num_examples=num_examples,
-            metrics={},
+            metrics=metrics or {},
             now=self.now,
         )
 
