@@ -153,6 +153,8 @@ def _privacy_families(session: Session) -> Iterator[Any]:
         select(Job.id, Job.config, Job.privacy_state).where(Job.privacy_state.is_not(None))
     )
     for job_id, config, state in rows:
+        if not state:  # a JSON null is no privacy state either
+            continue
         job = str(job_id)
         reported = state.get("epsilon") or {}
         for method, key in (

@@ -131,7 +131,7 @@ class Job(Base):
     created_at: Mapped[float] = mapped_column(Float)
     # A DP job's ledger, budget and adaptive clip norm (coordinator.services.accounting);
     # NULL without privacy. Written with each version, in its transaction.
-    privacy_state: Mapped[dict[str, Any] | None]
+    privacy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Version(Base):
@@ -151,7 +151,7 @@ class Version(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # A DP version's ε (PLD, RDP), δ, assumptions, z, C, n_actual, clipped fraction, seeded.
-    privacy: Mapped[dict[str, Any] | None]
+    privacy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Round(Base):

@@ -9,13 +9,17 @@ aggregated, then / n_actual (``coordinator.privacy.private_average``); the ledge
 version's event; the version's metadata holds ε (PLD and RDP) at δ with its assumptions; the
 adaptive clip norm moves (Andrew et al., NeurIPS 2021). The ledger lives on the job row, the
 metadata on the version row, both written in one transaction: a crash keeps both or neither.
+
+The accountant and the ledger are imported where they are used, not at the top: dp-accounting
+(with scipy) costs seconds of import, which only a DP job should pay, when it is created or
+makes a version, never a coordinator start (see ``coordinator.privacy``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,13 +34,13 @@ from coordinator.privacy import (
     FixedClipping,
     NoiseRecord,
     NoiseSource,
-    PrivacyAccountant,
     PrivacyConfig,
-    PrivacyLedger,
-    calibrate,
     private_average,
 )
 from fedge.protocol import METRIC_WITHIN_CLIP
+
+if TYPE_CHECKING:
+    from coordinator.privacy.ledger import PrivacyLedger
 
 # Without max_versions, the budget is searched by doubling from planned_versions up to this.
 MAX_BUDGET_VERSIONS = 1 << 20
@@ -67,6 +71,8 @@ class PrivacyState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PrivacyState:
         """The state :meth:`to_json` wrote."""
+        from coordinator.privacy.ledger import PrivacyLedger
+
         return cls(
             ledger=PrivacyLedger.from_json(data["ledger"]),
             versions_within_budget=int(data["versions_within_budget"]),
@@ -88,6 +94,9 @@ def prepare(request: JobCreate, *, allow_seeded_noise: bool) -> tuple[JobCreate,
     Raises :class:`InvalidConfig` (422) naming the field: a seed the coordinator does not
     allow, a target ε that cannot be calibrated, or a budget too small for one version.
     """
+    from coordinator.privacy.accountant import PrivacyAccountant, calibrate
+    from coordinator.privacy.ledger import PrivacyLedger
+
     privacy = request.privacy
     if privacy.noise_seed is not None and not allow_seeded_noise:
         raise InvalidConfig(
@@ -173,6 +182,8 @@ def finish_version(job: Job, step: PrivateStep, updates: Sequence[Update]) -> di
 
     Called in the transaction that adds the ``Version`` row, so the two commit together.
     """
+    from coordinator.privacy.accountant import PrivacyAccountant
+
     if step.noise is None:  # pragma: no cover - the aggregator always averages once
         raise RuntimeError("the version was aggregated without its noise")
     config, state = step.config, state_of(job)
@@ -224,6 +235,8 @@ def finish_version(job: Job, step: PrivateStep, updates: Sequence[Update]) -> di
 
 def _versions_within_budget(config: PrivacyConfig, max_versions: int | None) -> int:
     """The most versions within ε_max: up to max_versions, else searched by doubling."""
+    from coordinator.privacy.accountant import PrivacyAccountant
+
     accountant = PrivacyAccountant(config)
     if max_versions is not None:
         return accountant.versions_within_budget(max_versions)
