@@ -1,8 +1,10 @@
 """Uploads: check an update, accept it exactly once per lease, and move the model when due.
 
 Order of checks: the lease (exists, is the caller's, still active, before its deadline), the
-base version, then the payload (decodes, right length, finite, norm bound), then, under the
-job's lock, the job (not stopped or finished), staleness, and that the step it feeds stays finite.
+base version, then the payload (decodes, right length, finite, norm bound; for a DP job the
+lease's clip norm C and the within-C bit), then, under the job's lock, the job (not stopped,
+finished or out of privacy budget), staleness, a DP job's participation window, the current C,
+and that the step it feeds stays finite.
 Nothing reaches the model before every check passed, inside one transaction with the version
 step, so an upload is either wholly accepted or not at all.
 """
@@ -17,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.aggregation import NormTooLargeError, clip_by_norm, configured, update_norm
-from coordinator.db.blobs import put_blob
+from coordinator.db.blobs import put_blob, release
 from coordinator.db.models import (
     Device,
     Job,
@@ -115,6 +117,7 @@ def upload(
         # Adaptive C shrank since this task was handed out: the device honoured its C, and the
         # version's bound is today's, so the coordinator scales the update down to it.
         delta, clipped = clip_by_norm(delta, clip_norm)
+        release(session, {stored})  # the unclipped bytes are never read
         stored = put_blob(session, encode_vector(delta), now=now)
     versions.refuse_if_not_finite(session, job, delta)
 
