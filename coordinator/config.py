@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from coordinator.privacy import CappedParticipation, PrivacyConfig, check_satisfiable
+
 
 class Strict(BaseModel):
     """Unknown fields are an error: a typo in a config must not be silently ignored."""
@@ -113,6 +115,11 @@ class AggregationConfig(Strict):
     beta1: Amount = Field(0.9, ge=0, lt=1)
     beta2: Amount = Field(0.99, ge=0, lt=1)
     tau: Amount = Field(1e-3, gt=0)
+    weighting: Literal["examples", "uniform"] = Field(
+        "examples",
+        description="an update's weight in the mean: its example count (FedAvg's), or 1 each; "
+        "a DP job needs uniform, as example counts make one device's influence unbounded",
+    )
     # Update checks
     max_update_norm: float | None = Field(None, gt=0)
     norm_policy: Literal["clip", "reject"] = "reject"
@@ -161,3 +168,44 @@ class JobCreate(Strict):
         "replay); otherwise they are released, and the database grows by one model per "
         "version instead of one per update",
     )
+    privacy: PrivacyConfig = Field(
+        PrivacyConfig(),
+        description="differential privacy of the published versions (off by default); see "
+        "docs/privacy.md",
+    )
+
+    @model_validator(mode="after")
+    def _private_aggregation(self) -> JobCreate:
+        """A DP job's aggregation must keep the sensitivity bound the accounting assumes."""
+        privacy = self.privacy
+        if privacy.mechanism == "off":
+            return self
+        aggregation = self.aggregation
+        if aggregation.weighting != "uniform":
+            raise ValueError(
+                "aggregation.weighting: a DP job needs 'uniform' (got "
+                f"'{aggregation.weighting}'): example-count weights let one device's update "
+                "outweigh the clip norm C the noise is sized for"
+            )
+        if aggregation.max_update_norm is not None:
+            raise ValueError(
+                "aggregation.max_update_norm: leave it unset in a DP job; its bound is "
+                "privacy.clipping's C, and an update above it is rejected, never clipped"
+            )
+        if aggregation.norm_policy == "clip":
+            raise ValueError(
+                "aggregation.norm_policy: a DP job rejects an update above C (the device clips "
+                "it); 'clip' would hide a device that does not"
+            )
+        if not isinstance(privacy.participation, CappedParticipation):
+            raise ValueError(
+                "privacy.participation.model: 'sampled' is not enforced by this coordinator yet "
+                "(it would have to choose each version's devices itself), so its amplified ε "
+                "would not be true; use 'capped'"
+            )
+        per_version = aggregation.buffer_size if aggregation.mode == "async" else aggregation.target
+        try:
+            check_satisfiable(privacy, updates_per_version=per_version)
+        except ValueError as exc:
+            raise ValueError(f"privacy.{exc}") from exc
+        return self

@@ -13,6 +13,7 @@ FedgeError (fedge.errors)
     │   ├── WrongBaseVersion    409 an update built on a version the lease did not hand out
     │   └── ContributionCapped  409 the device reached the job's contribution cap
     ├── PayloadTooLarge         413 body over the configured limit
+    ├── InvalidConfig           422 a job config that validates but cannot run (DP budget)
     └── RateLimited             429 too many requests from one device (Retry-After)
 """
 
@@ -98,6 +99,13 @@ class ContributionCapped(Conflict):
     """The device already made as many updates as the job's contribution cap allows now."""
 
     reason: str = Reason.CONTRIBUTION_CAPPED
+
+
+class InvalidConfig(CoordinatorError):
+    """A job config that is well-formed but cannot run as asked: the message names the field."""
+
+    status_code = 422
+    reason: str = Reason.INVALID_REQUEST
 
 
 class PayloadTooLarge(CoordinatorError):

@@ -124,3 +124,50 @@ class DatabaseCollector(Collector):
             ):
                 aggregation.add_metric([str(job_id)], seconds)
             yield aggregation
+
+            yield from _privacy_families(session)
+
+
+_EPSILON_KEYS = (("headline", "epsilon"), ("pld", "epsilon_pld"), ("rdp", "epsilon_rdp"))
+
+
+def _privacy_families(session: Session) -> Iterator[Any]:
+    """A DP job's ε after its current version (by method), its z, C and budget in versions."""
+    epsilon = GaugeMetricFamily(
+        "fedge_privacy_epsilon",
+        "ε at the job's δ after its current version (method: headline, pld, rdp)",
+        labels=["job", "method"],
+    )
+    multiplier = GaugeMetricFamily(
+        "fedge_privacy_noise_multiplier", "The noise multiplier z a DP job charges", labels=["job"]
+    )
+    clip_norm = GaugeMetricFamily(
+        "fedge_privacy_clip_norm", "The clip norm C of a DP job's next version", labels=["job"]
+    )
+    budget = GaugeMetricFamily(
+        "fedge_privacy_versions_within_budget",
+        "Versions a DP job may publish within its epsilon_max",
+        labels=["job"],
+    )
+    rows = session.execute(
+        select(Job.id, Job.config, Job.privacy_state).where(Job.privacy_state.is_not(None))
+    )
+    for job_id, config, state in rows:
+        if not state:  # a JSON null is no privacy state either
+            continue
+        job = str(job_id)
+        reported = state.get("epsilon") or {}
+        for method, key in (
+            ("headline", "epsilon"),
+            ("pld", "epsilon_pld"),
+            ("rdp", "epsilon_rdp"),
+        ):
+            value = reported.get(key)
+            if value is not None:
+                epsilon.add_metric([job, method], value)
+        z = (config.get("privacy") or {}).get("noise_multiplier")
+        if z is not None:
+            multiplier.add_metric([job], z)
+        clip_norm.add_metric([job], state["clip_norm"])
+        budget.add_metric([job], state["versions_within_budget"])
+    yield from (epsilon, multiplier, clip_norm, budget)

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         1.0, description="how often leases and round deadlines are checked"
     )
+    allow_seeded_noise: bool = Field(
+        False,
+        description="accept DP jobs with a reproducible noise seed (the simulator's; never in "
+        "service: anyone who knows the seed can subtract the noise)",
+    )
 
     @field_validator("admin_token")
     @classmethod

@@ -30,9 +30,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from device_sdk.clipping import clip_to_norm
 from device_sdk.trainer import TrainResult
 from fedge.protocol import (
     LEASE_GONE,
+    METRIC_WITHIN_CLIP,
     AbortReason,
     EligibilityFacts,
     Reason,
@@ -273,7 +275,11 @@ def _run_task(
         stats.aborts += 1
         return
     trained: TrainResult = outcome
-    update = Upload(task, encode_vector(trained.delta), trained.num_examples, trained.metrics)
+    update = _update(task, trained)
+    if update is None:  # not finite: no clip norm can bound it, and the server would refuse it
+        yield Abort(task, "error")
+        stats.aborts += 1
+        return
     attempt = 0
     while True:
         result = yield update
@@ -290,6 +296,23 @@ def _run_task(
             return
         yield Sleep(_wait(result, attempt, backoff, rng), f"upload failed: {result.reason}")
         attempt += 1
+
+
+def _update(task: Task, trained: TrainResult) -> Upload | None:
+    """The upload of ``trained``: clipped to the task's ``clip_norm`` first, if it has one.
+
+    This is the one place a device encodes its delta, so every performer (the runner, the
+    durable runner, the simulator's fleet) clips the same way (DP-FedAvg, McMahan et al.,
+    ICLR 2018). None for a delta with non-finite values, which cannot be clipped.
+    """
+    delta, metrics = trained.delta, dict(trained.metrics)
+    if task.clip_norm is not None:
+        try:
+            delta, norm = clip_to_norm(delta, task.clip_norm)
+        except ValueError:
+            return None
+        metrics[METRIC_WITHIN_CLIP] = 1.0 if norm <= task.clip_norm else 0.0
+    return Upload(task, encode_vector(delta), trained.num_examples, metrics)
 
 
 def _abort_reason(reason: str) -> AbortReason:

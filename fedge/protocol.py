@@ -33,6 +33,7 @@ __all__ = [
     "HEADER_NUM_EXAMPLES",
     "HEARTBEAT",
     "LEASE_GONE",
+    "METRIC_WITHIN_CLIP",
     "PLAN",
     "REGISTER",
     "UPDATE",
@@ -73,6 +74,11 @@ HEADER_NUM_EXAMPLES = "X-Fedge-Num-Examples"
 HEADER_METRICS = "X-Fedge-Metrics"
 MAX_METRICS_BYTES = 4096
 
+# In an upload's metrics (:data:`HEADER_METRICS`) when the task set ``clip_norm``: 1.0 if the
+# delta's norm before clipping was at most C, else 0.0 — the bit adaptive clipping counts
+# (Andrew et al., NeurIPS 2021). A job with adaptive clipping refuses an upload without it.
+METRIC_WITHIN_CLIP = "within_clip"
+
 
 # --- reason codes ----------------------------------------------------------------------------
 
@@ -84,7 +90,7 @@ class Reason(StrEnum):
     INVALID_REQUEST = "invalid_request"  # 422: the body or a parameter does not match the schema
     INVALID_UPDATE = "invalid_update"  # wrong length or encoding
     NON_FINITE = "non_finite"  # NaN or Inf in an update
-    NORM_TOO_LARGE = "norm_too_large"  # above the job's norm bound (norm_policy reject)
+    NORM_TOO_LARGE = "norm_too_large"  # above the job's norm bound or a DP task's clip_norm
     WOULD_OVERFLOW = "would_overflow"  # finite, but the model would not stay finite
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
@@ -235,6 +241,13 @@ class Task:
         default=None,
         metadata=_doc(
             "confirm the lease (POST /v1/leases/{id}/heartbeat) this often while working"
+        ),
+    )
+    clip_norm: float | None = field(
+        default=None,
+        metadata=_doc(
+            "clip the delta to this L2 norm before uploading it (a DP job's C); None: do not "
+            "clip. A DP job rejects an update above it (norm_too_large)"
         ),
     )
 

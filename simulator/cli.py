@@ -86,6 +86,7 @@ _SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
     "rounds": ("rounds", int, "stop after this many global versions"),
     "cohort": ("cohort", int, "sync mode: reports that close a round"),
     "target_accuracy": ("target_accuracy", float, "accuracy whose time-to is reported"),
+    "dp_epsilon": ("dp_epsilon", float, "differential privacy: calibrate z for this ε budget"),
 }
 
 

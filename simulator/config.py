@@ -136,6 +136,10 @@ class TraceConfig(BaseModel):
     )
 
 
+# The run's fields a job's defaults are made from (validated before ``job``).
+_JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server"}
+
+
 class SimulationConfig(BaseModel):
     """Everything about one simulation run."""
 
@@ -163,6 +167,12 @@ class SimulationConfig(BaseModel):
     fairness_devices: int = Field(1000, ge=10, description="devices sampled for fairness")
     rounds: int | None = Field(None, ge=1, description="stop after this many versions")
     cohort: int | None = Field(None, ge=1, description="sync: reports per round")
+    dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="run a DP experiment: a privacy section calibrated for this ε, which is "
+        "also the budget (docs/privacy.md); the job table's privacy fields override it",
+    )
     progress: bool = True
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
@@ -180,7 +190,15 @@ class SimulationConfig(BaseModel):
     @classmethod
     def _job_fits_the_coordinator(cls, job: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         # The fields the job's defaults depend on come first; if one failed, its error is shown.
-        if {"mode", "seed", "rounds", "cohort"} <= info.data.keys():
+        if {
+            "devices",
+            "mode",
+            "seed",
+            "rounds",
+            "cohort",
+            "dp_epsilon",
+            "server",
+        } <= info.data.keys():
             _job_create(
                 _job_body(
                     mode=info.data["mode"],
@@ -188,6 +206,7 @@ class SimulationConfig(BaseModel):
                     rounds=info.data["rounds"],
                     cohort=info.data["cohort"],
                     plan_id=1,  # a stand-in: the plan is published when the run starts
+                    dp=_dp_defaults(info.data),
                 ),
                 job,
             )
@@ -202,13 +221,65 @@ class SimulationConfig(BaseModel):
     def job_config(self, plan_id: int) -> JobCreate:
         """The job this run creates: defaults for the mode, then the ``job`` table over them."""
         defaults = _job_body(
-            mode=self.mode, seed=self.seed, rounds=self.rounds, cohort=self.cohort, plan_id=plan_id
+            mode=self.mode,
+            seed=self.seed,
+            rounds=self.rounds,
+            cohort=self.cohort,
+            plan_id=plan_id,
+            dp=_dp_defaults(self.model_dump()),
         )
         return _job_create(defaults, self.job)
 
 
+def _dp_defaults(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``dp_epsilon`` needs to know of the run, or None for a run without privacy."""
+    if fields.get("dp_epsilon") is None:
+        return None
+    return {
+        "epsilon": fields["dp_epsilon"],
+        "devices": fields["devices"],
+        "seeded": fields.get("server") is None,  # a live coordinator refuses a noise seed
+    }
+
+
+def _privacy_section(
+    dp: dict[str, Any], *, per_version: int, rounds: int | None, seed: int
+) -> dict[str, Any]:
+    """A DP job's privacy section for ``--dp-epsilon``: ε is both the target and the budget.
+
+    Capped participation (the model FedBuff's arrivals fit, and sync rounds too): each device
+    contributes at most once in any W versions, W = N / (2·K), so half the population can
+    fill a window. δ = min(1e-5, 0.1/N), below 1/N. Fixed C = 1 (``--set
+    job.privacy.clipping.clip_norm=…`` to change it); z is calibrated for ``rounds`` versions
+    (50 when unset). The noise is seeded from the run's seed in-process, so a run repeats.
+    """
+    devices = int(dp["devices"])
+    section: dict[str, Any] = {
+        "mechanism": "gaussian",
+        "participation": {
+            "model": "capped",
+            "population": devices,
+            "window": max(1, devices // (2 * per_version)),
+        },
+        "target_epsilon": dp["epsilon"],
+        "epsilon_max": dp["epsilon"],
+        "planned_versions": rounds or 50,
+        "delta": min(1e-5, 0.1 / devices),
+        "clipping": {"kind": "fixed", "clip_norm": 1.0},
+    }
+    if dp["seeded"]:
+        section["noise_seed"] = seed
+    return section
+
+
 def _job_body(
-    *, mode: str, seed: int, rounds: int | None, cohort: int | None, plan_id: int
+    *,
+    mode: str,
+    seed: int,
+    rounds: int | None,
+    cohort: int | None,
+    plan_id: int,
+    dp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JobCreate fields a run of ``mode`` sets before its ``job`` table is layered on."""
     if mode == "async":
@@ -235,6 +306,10 @@ def _job_body(
     }
     if rounds is not None:
         body["max_versions"] = rounds
+    if dp is not None:
+        per_version = aggregation.get("buffer_size") or aggregation["target"]
+        aggregation["weighting"] = "uniform"
+        body["privacy"] = _privacy_section(dp, per_version=per_version, rounds=rounds, seed=seed)
     return body
 
 

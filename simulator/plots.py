@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def draw(outcome: Outcome, out: Path) -> list[Path]:
-    """Draw a run's plots into ``out``; return their paths."""
-    return [
+    """Draw a run's plots into ``out``; return their paths (ε per version for a DP run)."""
+    images = [
         accuracy_over_time([(outcome.config.mode, outcome.rows)], out / "accuracy.png"),
         staleness_histogram(outcome.fleet.stats.staleness, out / "staleness.png"),
         participation_by_hour(
@@ -27,6 +27,28 @@ def draw(outcome: Outcome, out: Path) -> list[Path]:
             out / "participation.png",
         ),
     ]
+    private = [v for v in outcome.history["versions"] if v.get("privacy")]
+    if private:
+        images.append(epsilon_per_version(private, out / "epsilon.png"))
+    return images
+
+
+def epsilon_per_version(versions: Sequence[dict[str, Any]], path: Path) -> Path:
+    """A DP run's ε after each version, by PLD and by RDP, under the budget."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    numbers = [v["version"] for v in versions]
+    pld = [v["privacy"]["epsilon_pld"] for v in versions]
+    if all(value is not None for value in pld):
+        axes.plot(numbers, pld, label="ε (PLD)")
+    axes.plot(numbers, [v["privacy"]["epsilon_rdp"] for v in versions], "--", label="ε (RDP)")
+    axes.set_xlabel("version")
+    axes.set_ylabel(f"ε at δ = {versions[-1]['privacy']['delta']:.0e}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def accuracy_over_time(runs: Sequence[tuple[str, Sequence[dict[str, float]]]], path: Path) -> Path:

@@ -86,6 +86,32 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "participation_max_over_mean": _eligible_participation(outcome).get("max_over_mean"),
         "peak_rss_mb": round(outcome.peak_rss_mb, 1),
         "population_bytes_per_device": round(outcome.population.bytes_per_device, 1),
+        "job_status": history.get("status"),
+        "privacy": privacy_summary(history),
+    }
+
+
+def privacy_summary(history: dict[str, Any]) -> dict[str, Any] | None:
+    """A DP run's final ε (PLD and RDP) at δ, z, C and its assumptions; None without privacy."""
+    private = [v["privacy"] for v in history["versions"] if v.get("privacy")]
+    if not private:
+        return None
+    last = private[-1]
+    keys = ("epsilon", "method", "epsilon_pld", "epsilon_rdp", "delta", "noise_multiplier")
+    return {
+        **{key: last[key] for key in keys},
+        "noise_seeded": last["noise_seeded"],
+        "calibrated_from": last["calibrated_from"],
+        "clip_norm": last["next_clip_norm"],
+        "versions": len(private),
+        "versions_within_budget": last["versions_within_budget"],
+        "budget_exhausted": history.get("status") == "budget_exhausted",
+        "assumptions": last["assumptions"],
+        "epsilon_per_version": [
+            {"version": v["version"], "epsilon": v["privacy"]["epsilon"]}
+            for v in history["versions"]
+            if v.get("privacy")
+        ],
     }
 
 

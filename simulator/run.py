@@ -216,8 +216,10 @@ def _coordinator(
     clock = VirtualClock()
     # A simulated device makes one request at a time, so the per-device rate limit has nothing
     # to catch; the longest retry window is sized for a fleet of thousands (pace steering).
+    # A simulated DP job's noise is seeded from the run's seed, so a run repeats exactly.
     settings = {
         "rate_limit_per_minute": 1_000_000,
+        "allow_seeded_noise": True,
         "retry_max_seconds": 24 * 3600.0,
         **config.coordinator,
     }

@@ -10,7 +10,14 @@ objects and persists the states they return (plain arrays and scalars).
 - ``configured``: a job's aggregation config (read through a protocol) → these objects.
 """
 
-from coordinator.aggregation.accumulator import AccumulatorState, FloatArray, WeightedSum
+from coordinator.aggregation.accumulator import (
+    AccumulatorState,
+    Averaging,
+    FloatArray,
+    SumArray,
+    WeightedSum,
+    Weighting,
+)
 from coordinator.aggregation.clipping import NormBound, NormPolicy, clip_by_norm
 from coordinator.aggregation.cohort import (
     CohortPlan,
@@ -51,6 +58,7 @@ __all__ = [
     "Aggregation",
     "AggregationError",
     "AggregationSettings",
+    "Averaging",
     "BufferMeasurements",
     "BufferState",
     "CohortPlan",
@@ -76,7 +84,9 @@ __all__ = [
     "ServerSGD",
     "StaleUpdateError",
     "StalenessFunction",
+    "SumArray",
     "WeightedSum",
+    "Weighting",
     "clip_by_norm",
     "configured",
     "fit_report_times",

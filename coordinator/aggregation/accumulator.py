@@ -9,8 +9,9 @@ result would depend on arrival order. Only the mean is rounded back to float32.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,14 @@ from coordinator.aggregation.errors import AggregationError, NonFiniteError
 FloatArray = npt.NDArray[np.float32]
 SumArray = npt.NDArray[np.float64]
 ArrayT = TypeVar("ArrayT", bound=npt.NDArray[Any])
+
+# An update's weight in a mean: its example count (FedAvg, McMahan et al. 2017) or 1 each.
+Weighting = Literal["examples", "uniform"]
+
+# ``average(total, count)``: the mean delta of ``count`` updates whose float64 sum is ``total``.
+# The service passes one that adds DP noise to the sum first (DP-FedAvg, McMahan et al., ICLR
+# 2018); aggregation itself stays numpy and knows nothing of privacy.
+Averaging = Callable[[SumArray, int], FloatArray]
 
 
 def check_vector(vector: FloatArray, *, num_params: int, what: str = "delta") -> None:
@@ -49,6 +58,12 @@ def check_num_examples(num_examples: int) -> None:
         raise AggregationError(f"num_examples must be an integer, got {num_examples!r}")
     if num_examples < 1:
         raise AggregationError(f"num_examples must be >= 1, got {num_examples}")
+
+
+def example_weight(num_examples: int, weighting: Weighting) -> float:
+    """The weight of an update of ``num_examples`` examples under ``weighting``."""
+    check_num_examples(num_examples)
+    return float(num_examples) if weighting == "examples" else 1.0
 
 
 def read_only(array: ArrayT) -> ArrayT:

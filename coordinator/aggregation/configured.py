@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
+from coordinator.aggregation.accumulator import Weighting
 from coordinator.aggregation.clipping import NormBound, NormPolicy
 from coordinator.aggregation.fedavg import FedAvgRound
 from coordinator.aggregation.fedbuff import FedBuffBuffer
@@ -84,6 +85,11 @@ class AggregationSettings(Protocol):
         ...
 
     @property
+    def weighting(self) -> Weighting:
+        """An update's weight in the mean: its example count, or 1 (``uniform``)."""
+        ...
+
+    @property
     def max_update_norm(self) -> float | None:
         """Bound on an update's L2 norm; None: unbounded."""
         ...
@@ -134,12 +140,15 @@ class Aggregation:
             max_staleness=self.settings.max_staleness,
             staleness=self.staleness,
             server_optimizer=self.server_optimizer,
+            weighting=self.settings.weighting,
         )
 
     @cached_property
     def fedavg(self) -> FedAvgRound:
-        """The synchronous aggregator: a round's example-weighted mean, then the server step."""
-        return FedAvgRound(server_optimizer=self.server_optimizer)
+        """The synchronous aggregator: a round's weighted mean, then the server step."""
+        return FedAvgRound(
+            server_optimizer=self.server_optimizer, weighting=self.settings.weighting
+        )
 
     @cached_property
     def norm_bound(self) -> NormBound | None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from coordinator.aggregation.accumulator import FloatArray, WeightedSum, check_num_examples
+from coordinator.aggregation.accumulator import (
+    Averaging,
+    FloatArray,
+    WeightedSum,
+    Weighting,
+    example_weight,
+)
 from coordinator.aggregation.errors import AggregationError
 from coordinator.aggregation.norms import NormMoments, l2_norm
 from coordinator.aggregation.server_optimizers import OptimizerState, ServerOptimizer, ServerSGD
@@ -33,34 +39,41 @@ class RoundMeasurements:
 class FedAvgRound:
     """Synchronous FedAvg (McMahan et al., AISTATS 2017) with a pluggable server optimizer.
 
-    The example-weighted mean Σnᵢ·Δᵢ / Σnᵢ is the pseudo-gradient; ``ServerSGD()`` (η = 1)
-    gives plain FedAvg, ``FedAdam(...)`` gives Reddi et al.'s FedAdam, and so on.
+    The example-weighted mean Σnᵢ·Δᵢ / Σnᵢ is the pseudo-gradient (``weighting="uniform"``:
+    ΣΔᵢ / n, as DP-FedAvg needs); ``ServerSGD()`` (η = 1) gives plain FedAvg, ``FedAdam(...)``
+    gives Reddi et al.'s FedAdam, and so on.
     """
 
     server_optimizer: ServerOptimizer = field(default_factory=ServerSGD)
+    weighting: Weighting = "examples"
 
     def step(
         self,
         weights: FloatArray,
         optimizer_state: OptimizerState,
         updates: Iterable[tuple[FloatArray, int]],
+        *,
+        average: Averaging | None = None,
     ) -> tuple[FloatArray, OptimizerState, RoundMeasurements]:
         """Aggregate ``(delta, num_examples)`` pairs, streamed, and take one server step.
 
         ``updates`` may be a generator reading blobs one at a time: only the running sum is
-        kept. Raises :class:`AggregationError` for a bad update or when there are none.
+        kept. ``average`` (uniform weighting only) turns the sum and the count into the mean
+        delta, noised for DP; without it the mean is the plain weighted one. Raises
+        :class:`AggregationError` for a bad update or when there are none.
         """
+        if average is not None and self.weighting != "uniform":
+            raise AggregationError("a custom average needs uniform weighting (weight 1 each)")
         total = _SUM.start(optimizer_state.num_params)
         norms, examples = NormMoments(), 0
         for delta, num_examples in updates:
-            check_num_examples(num_examples)
-            total = _SUM.add(total, delta, weight=float(num_examples))
+            weight = example_weight(num_examples, self.weighting)
+            total = _SUM.add(total, delta, weight=weight)
             norms, examples = norms.add(l2_norm(delta)), examples + int(num_examples)
         if total.count == 0:
             raise AggregationError("a round needs at least one update to aggregate")
-        new_weights, new_state = self.server_optimizer.apply(
-            weights, _SUM.mean(total), optimizer_state
-        )
+        mean = _SUM.mean(total) if average is None else average(total.total, total.count)
+        new_weights, new_state = self.server_optimizer.apply(weights, mean, optimizer_state)
         measurements = RoundMeasurements(
             count=total.count,
             num_examples=examples,

@@ -14,9 +14,11 @@ import numpy as np
 
 from coordinator.aggregation.accumulator import (
     AccumulatorState,
+    Averaging,
     FloatArray,
     WeightedSum,
-    check_num_examples,
+    Weighting,
+    example_weight,
 )
 from coordinator.aggregation.errors import AggregationError, NonFiniteError, StaleUpdateError
 from coordinator.aggregation.norms import NormMoments, l2_norm
@@ -62,12 +64,15 @@ class FedBuffBuffer:
     An update with nᵢ examples, τᵢ versions stale, enters as nᵢ·s(τᵢ)·Δᵢ; a flush divides the
     sum by Σ nᵢ. With uniform nᵢ this is the paper's (1/K)·Σ s(τᵢ)·Δᵢ, so stale updates are
     shrunk, not merely out-voted; with τ = 0 it is exactly FedAvg's example-weighted mean.
+    ``weighting="uniform"`` gives every update nᵢ = 1 (DP-FedBuff: the sensitivity bound needs
+    weights ≤ 1, and s(τ) ≤ 1 keeps it).
     """
 
     buffer_size: int
     max_staleness: int
     staleness: StalenessFunction = field(default_factory=Polynomial)
     server_optimizer: ServerOptimizer = field(default_factory=ServerSGD)
+    weighting: Weighting = "examples"
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -95,8 +100,7 @@ class FedBuffBuffer:
             raise AggregationError(
                 f"the buffer already holds {state.count} of {self.buffer_size} updates; flush it"
             )
-        check_num_examples(num_examples)
-        weight = float(num_examples) * self.staleness(staleness)  # n·s(τ) — FedBuff
+        weight = example_weight(num_examples, self.weighting) * self.staleness(staleness)  # n·s(τ)
         return BufferState(
             sum=_SUM.add(state.sum, delta, weight=weight),
             num_examples=state.num_examples + int(num_examples),
@@ -109,17 +113,30 @@ class FedBuffBuffer:
         return state.count >= self.buffer_size
 
     def flush(
-        self, weights: FloatArray, state: BufferState, optimizer_state: OptimizerState
+        self,
+        weights: FloatArray,
+        state: BufferState,
+        optimizer_state: OptimizerState,
+        *,
+        average: Averaging | None = None,
     ) -> tuple[FloatArray, OptimizerState, BufferState, BufferMeasurements]:
         """Apply the buffered delta with the server optimizer and empty the buffer.
 
-        A buffer that is not full may be flushed too (a deadline, a shutdown); an empty one
-        raises :class:`AggregationError`.
+        The delta is Σ nᵢ·s(τᵢ)·Δᵢ / Σ nᵢ (with uniform weighting / K); ``average`` (uniform
+        weighting only) replaces that division, noising the sum for DP first. A buffer that is
+        not full may be flushed too (a deadline, a shutdown); an empty one raises
+        :class:`AggregationError`.
         """
         if state.count == 0:
             raise AggregationError("the buffer is empty; there is nothing to flush")
+        if average is not None and self.weighting != "uniform":
+            raise AggregationError("a custom average needs uniform weighting (weight 1 each)")
+        denominator = state.num_examples if self.weighting == "examples" else state.count
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
-            delta = (state.sum.total / state.num_examples).astype(np.float32)
+            if average is None:
+                delta = (state.sum.total / denominator).astype(np.float32)
+            else:
+                delta = average(state.sum.total, state.count)
         if not np.isfinite(delta).all():
             raise NonFiniteError("the buffered mean delta overflows float32; the model is kept")
         new_weights, new_optimizer_state = self.server_optimizer.apply(

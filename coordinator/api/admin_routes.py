@@ -14,6 +14,7 @@ from coordinator.api.schemas import (
     DeviceList,
     DeviceView,
     Id,
+    JobPrivacyView,
     JobView,
     PlanCreate,
     PlanView,
@@ -85,10 +86,18 @@ def list_devices(
 
 
 @router.post("/jobs", status_code=201, responses=JSON_BODY)
-def create_job(body: JobCreate, sessions: Sessions, clock: AppClock) -> JobView:
-    """Create a running training job; version 0 is the plan's initial weights."""
+def create_job(
+    body: JobCreate, sessions: Sessions, clock: AppClock, settings: AppSettings
+) -> JobView:
+    """Create a running training job; version 0 is the plan's initial weights.
+
+    A DP job (a ``privacy`` section) is refused with 422 naming the field when it cannot run
+    as asked; its ``noise_multiplier`` is calibrated first when it gives ``target_epsilon``.
+    """
+    allow_seed = settings.allow_seeded_noise
     with transaction(sessions) as session:
-        return _job_view(jobs.create_job(session, body, now=clock.now()))
+        job = jobs.create_job(session, body, now=clock.now(), allow_seeded_noise=allow_seed)
+        return _job_view(job)
 
 
 @router.get("/jobs")
@@ -216,6 +225,20 @@ def _job_view(job: Job) -> JobView:
         status=job.status.value,
         current_version=job.current_version,
         config=jobs.job_config(job),
+        privacy=None if job.privacy_state is None else _privacy_view(job.privacy_state),
+    )
+
+
+def _privacy_view(state: dict[str, Any]) -> JobPrivacyView:
+    epsilon = state["epsilon"]
+    return JobPrivacyView(
+        versions_within_budget=state["versions_within_budget"],
+        epsilon=epsilon.get("epsilon"),
+        epsilon_pld=epsilon.get("epsilon_pld"),
+        epsilon_rdp=epsilon.get("epsilon_rdp"),
+        delta=epsilon.get("delta"),
+        clip_norm=state["clip_norm"],
+        calibrated_from=state["calibrated_from"],
     )
 
 
@@ -230,4 +253,5 @@ def _version_view(version: Version, round_number: int | None = None) -> VersionV
         update_norm_mean=version.update_norm_mean,
         update_norm_var=version.update_norm_var,
         round=round_number,
+        privacy=version.privacy,
     )

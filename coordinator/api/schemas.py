@@ -41,6 +41,22 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # --- admin views ---------------------------------------------------------------------------
 
 
+class JobPrivacyView(BaseModel):
+    """Where a DP job stands against its budget (docs/privacy.md)."""
+
+    versions_within_budget: int
+    """versions the job may publish before its next would exceed epsilon_max"""
+    epsilon: float | None
+    """ε (the headline method) after the current version; None before version 1"""
+    epsilon_pld: float | None
+    epsilon_rdp: float | None
+    delta: float | None
+    clip_norm: float
+    """C of the next version's tasks"""
+    calibrated_from: float | None
+    """the target_epsilon the stored noise_multiplier was calibrated for, if any"""
+
+
 class JobView(BaseModel):
     """A job as the admin API shows it."""
 
@@ -49,8 +65,10 @@ class JobView(BaseModel):
     plan_id: int
     mode: str
     status: str
+    """running, paused, stopped, or budget_exhausted (a DP job's ε_max is spent)"""
     current_version: int
     config: JobCreate
+    privacy: JobPrivacyView | None = None
 
 
 class PlanCreate(Strict):
@@ -86,6 +104,9 @@ class VersionView(BaseModel):
     update_norm_mean: float
     update_norm_var: float
     round: int | None = None
+    privacy: dict[str, Any] | None = None
+    """a DP version's ε (PLD, RDP) at δ with its assumptions, z, C, n_actual, clipped
+    fraction, and whether its noise came from a reproducible seed"""
 
 
 class BlobReceipt(BaseModel):

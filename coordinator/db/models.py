@@ -51,6 +51,12 @@ class JobStatus(enum.StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     STOPPED = "stopped"
+    BUDGET_EXHAUSTED = "budget_exhausted"  # a DP job whose next version would exceed ε_max
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job is over for good: its model never moves again."""
+        return self in (JobStatus.STOPPED, JobStatus.BUDGET_EXHAUSTED)
 
 
 class LeaseStatus(enum.StrEnum):
@@ -123,6 +129,9 @@ class Job(Base):
     current_version: Mapped[int] = mapped_column(Integer, default=0)
     optimizer_state_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
     created_at: Mapped[float] = mapped_column(Float)
+    # A DP job's ledger, budget and adaptive clip norm (coordinator.services.accounting);
+    # NULL without privacy. Written with each version, in its transaction.
+    privacy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Version(Base):
@@ -141,6 +150,8 @@ class Version(Base):
     update_norm_var: Mapped[float] = mapped_column(Float, default=0.0)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # A DP version's ε (PLD, RDP), δ, assumptions, z, C, n_actual, clipped fraction, seeded.
+    privacy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Round(Base):

@@ -40,8 +40,14 @@ class SampledParticipation(Strict):
 
     model: Literal["sampled"] = "sampled"
     population: Count = Field(ge=1, description="devices eligible to be sampled (N)")
-    sampling_rate: Amount | None = Field(None, gt=0, le=1, description="Poisson rate q")
-    cohort_size: Count | None = Field(None, ge=1, description="fixed cohort m of N")
+    # Bounds inside the Annotated: on ``Amount | None`` pydantic would write them into the
+    # OpenAPI schema as bare "gt"/"ge" keywords that JSON Schema does not know.
+    sampling_rate: Annotated[float, Field(gt=0, le=1), BeforeValidator(_not_a_bool)] | None = Field(
+        None, description="Poisson rate q"
+    )
+    cohort_size: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = Field(
+        None, description="fixed cohort m of N"
+    )
 
     @model_validator(mode="after")
     def _one_sampling_rule(self) -> SampledParticipation:
@@ -105,6 +111,7 @@ _DP_FIELDS = (
     "epsilon_max",
     "clipping",
     "planned_versions",
+    "noise_seed",
 )
 
 
@@ -125,7 +132,12 @@ class PrivacyConfig(Strict):
     delta: Amount | None = Field(None, allow_inf_nan=False)
     epsilon_max: Amount | None = Field(None, allow_inf_nan=False)
     clipping: Clipping | None = None
-    planned_versions: Count | None = Field(None, ge=1)
+    planned_versions: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = None
+    noise_seed: Annotated[int, Field(ge=0), BeforeValidator(_not_a_bool)] | None = Field(
+        None,
+        description="simulations only: a reproducible noise seed, refused by a coordinator "
+        "that does not allow it and marked in every version's metadata",
+    )
 
     @model_validator(mode="after")
     def _honest(self) -> PrivacyConfig:

@@ -18,7 +18,8 @@ def job_history(session: Session, job_id: int) -> dict[str, Any]:
     """Per version, what went in and the divergence signals; plus job-wide counters.
 
     Each version lists its accepted updates, examples, mean staleness, the mean and variance of
-    update norms, aggregation time, and the evaluation devices reported of it.
+    update norms, aggregation time, a DP version's privacy metadata (ε, δ, z, C, n_actual),
+    and the evaluation devices reported of it.
     """
     job = get_job(session, job_id)
     evaluations = _evaluations(session, job_id)
@@ -32,6 +33,7 @@ def job_history(session: Session, job_id: int) -> dict[str, Any]:
             "update_norm_mean": v.update_norm_mean,
             "update_norm_variance": v.update_norm_var,
             "aggregation_seconds": v.aggregation_seconds,
+            **({} if v.privacy is None else {"privacy": v.privacy}),
             **evaluations.get(v.number, {}),
         }
         for v in session.scalars(

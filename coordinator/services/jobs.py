@@ -23,6 +23,7 @@ from coordinator.db.models import (
     Version,
 )
 from coordinator.errors import Conflict, LeaseClosed, NotFound
+from coordinator.services import accounting
 from coordinator.services.plans import get_plan
 
 Action = Literal["pause", "resume", "stop"]
@@ -49,9 +50,20 @@ def decode_optimizer_state(data: bytes) -> OptimizerState:
         return OptimizerState(slots=slots, num_params=int(npz["num_params"]), step=int(npz["step"]))
 
 
-def create_job(session: Session, request: JobCreate, *, now: float) -> Job:
-    """Create a running job whose version 0 is the plan's initial weights."""
+def create_job(
+    session: Session, request: JobCreate, *, now: float, allow_seeded_noise: bool = False
+) -> Job:
+    """Create a running job whose version 0 is the plan's initial weights.
+
+    A DP job is stored with its noise multiplier calibrated (when it gave ``target_epsilon``)
+    and its privacy state: an empty ledger and the versions its budget allows
+    (:func:`coordinator.services.accounting.prepare`, which refuses a job that cannot run).
+    """
     plan = get_plan(session, request.plan_id)
+    privacy_state = None
+    if request.privacy.mechanism == "gaussian":
+        request, state = accounting.prepare(request, allow_seeded_noise=allow_seeded_noise)
+        privacy_state = state.to_json()
     optimizer = configured(request.aggregation).server_optimizer
     state_sha = put_blob(session, encode_optimizer_state(optimizer.init(plan.num_params)), now=now)
     job = Job(
@@ -63,6 +75,7 @@ def create_job(session: Session, request: JobCreate, *, now: float) -> Job:
         current_version=0,
         optimizer_state_sha256=state_sha,
         created_at=now,
+        privacy_state=privacy_state,
     )
     session.add(job)
     session.flush()
@@ -116,21 +129,28 @@ def change_status(session: Session, job_id: int, action: Action, *, now: float) 
 
 
 def end_reason(job: Job) -> str:
-    """Why a stopped job ended: "job finished" (it made ``max_versions``) or "job stopped"."""
+    """Why a job ended: "job finished" (``max_versions``), its privacy budget, or "job stopped"."""
+    if job.status == JobStatus.BUDGET_EXHAUSTED:
+        return "privacy budget exhausted"
     max_versions = job_config(job).max_versions
     if max_versions is not None and job.current_version >= max_versions:
         return "job finished"
     return "job stopped"
 
 
-def end_job(session: Session, job: Job, *, now: float) -> None:
-    """Stop ``job`` for good: close its active leases and its open round, in this transaction.
+def end_job(
+    session: Session, job: Job, *, now: float, status: JobStatus = JobStatus.STOPPED
+) -> None:
+    """End ``job`` for good: close its active leases and its open round, in this transaction.
+
+    ``status`` is ``STOPPED`` (stopped or finished) or ``BUDGET_EXHAUSTED`` (a DP job whose
+    next version would exceed its ε_max).
 
     The caller holds the job's row lock. A device told of the close (409 ``lease_closed`` on
     upload or heartbeat) stops training; an upload on a lease issued concurrently with the end
     is refused by :func:`refuse_if_ended`, which reads the job's row under the same lock.
     """
-    job.status = JobStatus.STOPPED
+    job.status = status
     reason = end_reason(job)
     leases = session.scalars(
         select(Lease).where(Lease.job_id == job.id, Lease.status == LeaseStatus.ACTIVE)
@@ -150,8 +170,8 @@ def end_job(session: Session, job: Job, *, now: float) -> None:
 
 
 def refuse_if_ended(job: Job, lease_id: str) -> None:
-    """Raise :class:`LeaseClosed` if ``job`` is stopped: its model must never move again."""
-    if job.status == JobStatus.STOPPED:
+    """Raise :class:`LeaseClosed` if ``job`` has ended: its model must never move again."""
+    if job.status.ended:
         raise LeaseClosed(f"lease {lease_id} is closed ({end_reason(job)}): stop working on it")
 
 

@@ -27,7 +27,7 @@ from coordinator.db.models import (
     Update,
 )
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
-from coordinator.services import admission, rounds
+from coordinator.services import admission, privacy, rounds
 from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
@@ -232,7 +232,7 @@ def _ineligible(
         )
         if last is not None and now - last < population.min_separation_seconds:
             return "contributed too recently"
-    return None
+    return privacy.window_refusal(session, job, config, device.id)
 
 
 @dataclass(frozen=True)
@@ -309,4 +309,5 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         deadline=lease.deadline_at,
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
+        clip_norm=privacy.clip_norm_for(job, config),
     )

@@ -1,8 +1,10 @@
 """Uploads: check an update, accept it exactly once per lease, and move the model when due.
 
 Order of checks: the lease (exists, is the caller's, still active, before its deadline), the
-base version, then the payload (decodes, right length, finite, norm bound), then, under the
-job's lock, the job (not stopped or finished), staleness, and that the step it feeds stays finite.
+base version, then the payload (decodes, right length, finite, norm bound; for a DP job the
+lease's clip norm C and the within-C bit), then, under the job's lock, the job (not stopped,
+finished or out of privacy budget), staleness, a DP job's participation window, the current C,
+and that the step it feeds stays finite.
 Nothing reaches the model before every check passed, inside one transaction with the version
 step, so an upload is either wholly accepted or not at all.
 """
@@ -16,13 +18,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.aggregation import NormTooLargeError, configured, update_norm
-from coordinator.db.blobs import put_blob
+from coordinator.aggregation import NormTooLargeError, clip_by_norm, configured, update_norm
+from coordinator.db.blobs import put_blob, release
 from coordinator.db.models import (
     Device,
     Job,
     JobMode,
-    JobStatus,
     Lease,
     LeaseStatus,
     Rejection,
@@ -32,6 +33,7 @@ from coordinator.db.models import (
 from coordinator.db.session import transaction
 from coordinator.errors import (
     BadRequest,
+    Conflict,
     ContributionCapped,
     CoordinatorError,
     InvalidUpdate,
@@ -39,7 +41,7 @@ from coordinator.errors import (
     StaleUpdate,
     WrongBaseVersion,
 )
-from coordinator.services import admission, rounds, versions
+from coordinator.services import admission, privacy, rounds, versions
 from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
@@ -80,6 +82,10 @@ def upload(
     delta = _decode(body, get_plan(session, job.plan_id).num_params)
     norm = update_norm(delta)
     clipped = False
+    private = privacy.is_private(config)
+    if private:  # the device clips to its task's C; we only check (whatever norm_policy)
+        privacy.check_norm(norm, privacy.lease_clip_norm(session, job, config, lease.base_version))
+        privacy.within_clip(config, metrics)
     bound = configured(config.aggregation).norm_bound
     if bound is not None:
         try:
@@ -103,9 +109,18 @@ def upload(
             f"{config.aggregation.max_staleness}"
         )
     admission.refuse_if_capped(session, job, config, device.id)  # under the lock: a guarantee
+    if (refusal := privacy.window_refusal(session, job, config, device.id)) is not None:
+        raise Conflict(f"update refused: the device {refusal}")
     current_round = session.get(Round, lease.round_id) if lease.round_id is not None else None
     if current_round is not None and current_round.closed_at is not None:
         raise StaleUpdate(f"round {current_round.number} closed before this report arrived")
+    clip_norm = privacy.clip_norm_for(job, config)  # read under the lock: C cannot move now
+    if clip_norm is not None and norm > clip_norm * (1.0 + privacy.NORM_TOLERANCE):
+        # Adaptive C shrank since this task was handed out: the device honoured its C, and the
+        # version's bound is today's, so the coordinator scales the update down to it.
+        delta, clipped = clip_by_norm(delta, clip_norm)
+        release(session, {stored})  # the unclipped bytes are never read
+        stored = put_blob(session, encode_vector(delta), now=now)
     versions.refuse_if_not_finite(session, job, delta)
 
     session.add(
@@ -172,7 +187,7 @@ def record_rejection(
                 lease.close(LeaseStatus.EXPIRED, dead, now)
             elif isinstance(error, LeaseClosed):
                 job = session.get_one(Job, lease.job_id)
-                if job.status == JobStatus.STOPPED:  # issued while the job was being stopped
+                if job.status.ended:  # issued while the job was being stopped
                     lease.close(LeaseStatus.REJECTED, end_reason(job), now)
 
 

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from coordinator.aggregation import FloatArray, NonFiniteError, configured
 from coordinator.db.blobs import get_blob, put_blob, release
-from coordinator.db.models import Job, Round, Update, Version
+from coordinator.db.models import Job, JobStatus, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
+from coordinator.services import accounting
 from coordinator.services.jobs import (
     decode_optimizer_state,
     encode_optimizer_state,
@@ -73,6 +74,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     pending = pending_updates(session, job.id)[: config.aggregation.buffer_size]
     if len(pending) < config.aggregation.buffer_size:
         return None
+    private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
     state = aggregator.init(num_params)
     for update, delta in zip(pending, _deltas(session, pending, num_params), strict=True):
@@ -82,7 +84,9 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     try:
-        new_weights, new_state, _, measured = aggregator.flush(weights, state, optimizer_state)
+        new_weights, new_state, _, measured = aggregator.flush(
+            weights, state, optimizer_state, average=None if private is None else private.average
+        )
     except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
         raise InvalidUpdate(
             f"update refused: the version it completes would be non-finite ({exc})",
@@ -101,6 +105,7 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
         round_id=None,
         seconds=time.perf_counter() - started,
         now=now,
+        private=private,
     )
 
 
@@ -113,6 +118,7 @@ def make_version_from_round(
     """
     started = time.perf_counter()
     config = job_config(job)
+    private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
     aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))
@@ -121,7 +127,9 @@ def make_version_from_round(
         (delta, update.num_examples)
         for update, delta in zip(reports, _deltas(session, reports, num_params), strict=True)
     )
-    new_weights, new_state, measured = aggregator.step(weights, optimizer_state, pairs)
+    new_weights, new_state, measured = aggregator.step(
+        weights, optimizer_state, pairs, average=None if private is None else private.average
+    )
     return _commit_version(
         session,
         job,
@@ -135,6 +143,7 @@ def make_version_from_round(
         round_id=current.id,
         seconds=time.perf_counter() - started,
         now=now,
+        private=private,
     )
 
 
@@ -152,11 +161,15 @@ def _commit_version(
     round_id: int | None,
     seconds: float,
     now: float,
+    private: accounting.PrivateStep | None,
 ) -> Version:
     number = job.current_version + 1
     config = job_config(job)
     if config.max_versions is not None and number > config.max_versions:  # never past the limit
         raise Conflict(f"job {job.id} is finished: it made its {config.max_versions} versions")
+    # The ledger (on the job row) and the version's ε are written here, in the transaction
+    # that adds the version: both commit, or neither does.
+    metadata = None if private is None else accounting.finish_version(job, private, updates)
     version = Version(
         job_id=job.id,
         number=number,
@@ -169,6 +182,7 @@ def _commit_version(
         update_norm_var=norm_var,
         round_id=round_id,
         aggregation_seconds=seconds,
+        privacy=metadata,
     )
     session.add(version)
     for update in updates:
@@ -180,6 +194,9 @@ def _commit_version(
     job.optimizer_state_sha256 = put_blob(session, optimizer_state, now=now)
     if config.max_versions is not None and number >= config.max_versions:
         end_job(session, job, now=now)  # finished: its open leases close now
+    elif private is not None and accounting.state_of(job).exhausted:
+        # The next version would exceed ε_max: stop now, before anyone trains for it.
+        end_job(session, job, now=now, status=JobStatus.BUDGET_EXHAUSTED)
     session.flush()
     return version
 

@@ -83,3 +83,43 @@ def test_an_update_without_a_positive_integer_example_count_is_refused(num_examp
 def test_a_bad_update_in_a_round_is_refused_with_what_is_wrong():
     with pytest.raises(AggregationError, match="delta has 1 non-finite"):
         FedAvgRound().step(f32(0, 0), ServerSGD().init(2), [(f32(1, 1), 3), (f32(np.nan, 1), 3)])
+
+
+def test_uniform_weighting_counts_every_update_once_whatever_its_examples():
+    round_ = FedAvgRound(weighting="uniform")
+    deltas = [(np.array([1.0, 0.0], np.float32), 1), (np.array([0.0, 3.0], np.float32), 99)]
+
+    new_weights, _, measured = round_.step(np.zeros(2, np.float32), ServerSGD().init(2), deltas)
+
+    np.testing.assert_allclose(new_weights, [0.5, 1.5])
+    assert measured.num_examples == 100
+
+
+def test_a_custom_average_receives_the_uniform_sum_and_the_count():
+    seen = []
+
+    def average(total, count):
+        seen.append((total.copy(), count))
+        return np.zeros_like(total, dtype=np.float32)
+
+    round_ = FedAvgRound(weighting="uniform")
+    deltas = [(np.array([1.0, 2.0], np.float32), 5), (np.array([3.0, 4.0], np.float32), 7)]
+
+    new_weights, _, _ = round_.step(
+        np.ones(2, np.float32), ServerSGD().init(2), deltas, average=average
+    )
+
+    ((total, count),) = seen
+    np.testing.assert_array_equal(total, [4.0, 6.0])
+    assert count == 2
+    np.testing.assert_array_equal(new_weights, [1.0, 1.0])
+
+
+def test_a_custom_average_with_example_weights_is_refused():
+    with pytest.raises(AggregationError, match="uniform weighting"):
+        FedAvgRound().step(
+            np.ones(2, np.float32),
+            ServerSGD().init(2),
+            [(np.ones(2, np.float32), 3)],
+            average=lambda total, count: total.astype(np.float32),
+        )

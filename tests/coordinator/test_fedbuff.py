@@ -183,3 +183,37 @@ def test_buffer_state_does_not_grow_with_the_number_of_updates():
 def test_bad_buffer_configuration_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FedBuffBuffer(**kwargs)
+
+
+def test_uniform_fedbuff_divides_the_staleness_weighted_sum_by_k_not_by_examples():
+    buffer = FedBuffBuffer(
+        buffer_size=2, max_staleness=5, staleness=Constant(), weighting="uniform"
+    )
+    state = buffer.init(2)
+    state = buffer.accept(state, np.array([2.0, 0.0], np.float32), num_examples=1, staleness=0)
+    state = buffer.accept(state, np.array([0.0, 4.0], np.float32), num_examples=50, staleness=0)
+
+    new_weights, *_ = buffer.flush(np.zeros(2, np.float32), state, ServerSGD().init(2))
+
+    np.testing.assert_allclose(new_weights, [1.0, 2.0])
+
+
+def test_a_custom_average_receives_the_buffered_sum_and_the_update_count():
+    seen = []
+
+    def average(total, count):
+        seen.append((total.copy(), count))
+        return (total / count).astype(np.float32)
+
+    buffer = FedBuffBuffer(
+        buffer_size=2, max_staleness=5, staleness=Constant(), weighting="uniform"
+    )
+    state = buffer.init(1)
+    state = buffer.accept(state, np.array([3.0], np.float32), num_examples=4, staleness=1)
+    state = buffer.accept(state, np.array([5.0], np.float32), num_examples=9, staleness=0)
+
+    buffer.flush(np.zeros(1, np.float32), state, ServerSGD().init(1), average=average)
+
+    ((total, count),) = seen
+    np.testing.assert_array_equal(total, [8.0])
+    assert count == 2

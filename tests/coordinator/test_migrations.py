@@ -104,3 +104,26 @@ def test_downgrading_to_0004_brings_rounds_selected_back_as_zero(tmp_path, kind)
         with engine.connect() as db:
             assert db.execute(text("SELECT DISTINCT selected FROM rounds")).scalars().all() == [0]
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_0006_adds_the_privacy_columns_as_null_and_takes_them_away_again(tmp_path, kind):
+    with fresh_database(kind, tmp_path) as db_url:
+        engine = make_engine(db_url)
+        upgrade(engine, "0004")
+        with engine.begin() as db:
+            insert_a_sync_job_with_rounds(db)
+        upgrade(engine)
+
+        with engine.connect() as db:
+            assert db.execute(text("SELECT privacy_state FROM jobs")).scalar() is None
+            assert db.execute(text("SELECT privacy FROM versions")).scalar() is None
+        with engine.begin() as db:
+            config = alembic_config()
+            config.attributes["connection"] = db
+            command.downgrade(config, "0005")
+
+        assert "privacy_state" not in columns_of(engine, "jobs")
+        assert "privacy" not in columns_of(engine, "versions")
+        assert rounds_of(engine) == ROUNDS
+        engine.dispose()

@@ -20,6 +20,7 @@ from device_sdk.session import (
 )
 from device_sdk.trainer import TrainResult
 from fedge.protocol import (
+    METRIC_WITHIN_CLIP,
     EligibilityFacts,
     HyperParameters,
     Reason,
@@ -27,6 +28,7 @@ from fedge.protocol import (
     Task,
     UploadReceipt,
 )
+from fedge.wire import decode_vector
 
 TASK = Task(
     lease_id="lease-1",
@@ -244,3 +246,46 @@ def test_a_heartbeat_refused_because_the_lease_is_gone_stops_the_training(status
 )
 def test_an_acknowledged_or_lost_heartbeat_lets_the_training_go_on(answer):
     assert Heartbeats.lease_alive(answer)
+
+
+def upload_of(task, trained):
+    """The upload action a session makes for ``task`` after training ``trained``."""
+    session, _ = start()
+    session.send(task)
+    session.send(b"plan")
+    session.send(b"weights")
+    return session.send(trained)
+
+
+def test_a_task_with_a_clip_norm_uploads_the_delta_clipped_to_it_and_says_it_was_longer():
+    task = replace(TASK, clip_norm=1.0)  # TRAINED's delta has norm 2
+
+    upload = upload_of(task, TRAINED)
+
+    assert isinstance(upload, Upload)
+    np.testing.assert_allclose(decode_vector(upload.update), np.full(4, 0.5), rtol=1e-6)
+    assert upload.metrics == {"train_loss": 0.5, METRIC_WITHIN_CLIP: 0.0}
+
+
+def test_a_delta_within_the_clip_norm_is_uploaded_unchanged_with_its_bit_set():
+    task = replace(TASK, clip_norm=3.0)
+
+    upload = upload_of(task, TRAINED)
+
+    np.testing.assert_array_equal(decode_vector(upload.update), TRAINED.delta)
+    assert upload.metrics[METRIC_WITHIN_CLIP] == 1.0
+
+
+def test_a_task_without_a_clip_norm_uploads_the_delta_as_trained():
+    upload = upload_of(TASK, TRAINED)
+
+    np.testing.assert_array_equal(decode_vector(upload.update), TRAINED.delta)
+    assert METRIC_WITHIN_CLIP not in upload.metrics
+
+
+def test_a_non_finite_delta_that_cannot_be_clipped_aborts_the_task():
+    broken = replace(TRAINED, delta=np.array([np.inf, 0, 0, 0], np.float32))
+
+    action = upload_of(replace(TASK, clip_norm=1.0), broken)
+
+    assert action == Abort(replace(TASK, clip_norm=1.0), "error")

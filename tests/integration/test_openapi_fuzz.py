@@ -58,6 +58,14 @@ include-path-regex = '^/v1/(admin/plans|leases/[^/]+/update)$'
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "409", "429",
 ]
+
+# Schema-valid yet refused with 422, by rules across fields no JSON Schema states: a privacy
+# field set while its mechanism is "off", a DP job that weights by examples, minimum > target.
+[[operations]]
+include-name = "POST /v1/admin/jobs"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
+]
 """
         )
 

@@ -110,5 +110,5 @@ def test_restarting_on_an_existing_database_is_a_no_op_upgrade(tmp_path):
     upgrade(engine)
 
     with engine.connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     engine.dispose()

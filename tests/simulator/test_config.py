@@ -113,3 +113,24 @@ def test_crash_after_upload_is_one_percent_with_dropout_unless_set():
     assert load(None, {}).population.crash_chance == 0.01
     set_explicitly = {"population.dropout": 0, "population.crash_after_upload": 0.2}
     assert load(None, set_explicitly).population.crash_chance == 0.2
+
+
+def test_dp_epsilon_makes_a_capped_dp_job_with_uniform_weights_and_the_runs_seed():
+    config = SimulationConfig.model_validate({"devices": 1000, "dp_epsilon": 5.0, "seed": 4})
+
+    job = config.job_config(plan_id=1)
+
+    assert job.aggregation.weighting == "uniform"
+    privacy = job.privacy
+    assert (privacy.target_epsilon, privacy.epsilon_max, privacy.noise_seed) == (5.0, 5.0, 4)
+    assert privacy.participation is not None and privacy.participation.model == "capped"
+    assert privacy.participation.window == 50  # 1000 devices / (2 · buffer of 10)
+    assert privacy.delta is not None and privacy.delta < 1 / 1000
+
+
+def test_a_dp_run_against_a_live_server_asks_for_no_noise_seed():
+    config = SimulationConfig.model_validate(
+        {"devices": 100, "dp_epsilon": 5.0, "server": "http://coordinator:8000"}
+    )
+
+    assert config.job_config(plan_id=1).privacy.noise_seed is None

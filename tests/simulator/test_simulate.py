@@ -151,3 +151,19 @@ def test_a_window_that_closes_during_download_interrupts_training_at_once(tmp_pa
 
     assert run.fleet.stats.aborted["user_activity"] > 0
     assert run.rows[-1]["virtual_hours"] == pytest.approx(3.0)
+
+
+def test_a_dp_run_reports_its_final_epsilon_and_noise_multiplier(tmp_path, plans_dir):
+    dp = small_run(tmp_path, plans_dir, "dp", dp_epsilon=5.0, rounds=3, hours=0.5)
+
+    figures = write(dp, dp.config.out)
+
+    privacy = figures["privacy"]
+    assert privacy["versions"] == dp.rows[-1]["version"] > 0
+    assert 0 < privacy["epsilon"] <= 5.0
+    assert privacy["epsilon_rdp"] >= privacy["epsilon_pld"] > 0
+    assert privacy["noise_multiplier"] > 0 and privacy["noise_seeded"] is True
+    assert privacy["delta"] < 1 / 60
+    assert privacy["calibrated_from"] == 5.0
+    assert json.loads((dp.config.out / "summary.json").read_text())["privacy"] == privacy
+    assert (dp.config.out / "epsilon.png").exists()

@@ -63,6 +63,8 @@ class World:
         *,
         population: dict[str, Any] | None = None,
         task: dict[str, Any] | None = None,
+        privacy: dict[str, Any] | None = None,
+        max_versions: int | None = None,
         **aggregation: Any,
     ) -> Job:
         """A running job of the plan; keyword arguments are its aggregation config."""
@@ -73,9 +75,11 @@ class World:
                 "aggregation": {"mode": mode, **aggregation},
                 "population": population or {},
                 "task": task or {},
+                "privacy": privacy or {},
+                "max_versions": max_versions,
             }
         )
-        return jobs.create_job(self.session, request, now=self.now)
+        return jobs.create_job(self.session, request, now=self.now, allow_seeded_noise=True)
 
     def device(self) -> Device:
         """A newly registered device."""
@@ -102,8 +106,9 @@ class World:
         *,
         num_examples: int = 10,
         base_version: int | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> UploadReceipt:
-        """``device`` uploads ``body`` for ``task`` now."""
+        """``device`` uploads ``body`` for ``task`` now, with ``metrics`` (none by default)."""
         return updates.upload(
             self.session,
             device,
@@ -111,7 +116,7 @@ class World:
             body,
             base_version=task.global_version if base_version is None else base_version,
             num_examples=num_examples,
-            metrics={},
+            metrics=metrics or {},
             now=self.now,
         )
 
@@ -161,21 +166,27 @@ class World:
         return decode_vector(jobs.version_weights(self.session, job.id, number))
 
 
-def register_tiny_plan(session: Session, *, now: float) -> Plan:
-    """A plan of :data:`NUM_PARAMS` weights whose bytes are a stand-in: no TensorFlow needed."""
-    weights = encode_vector(INITIAL_WEIGHTS)
+def register_tiny_plan(session: Session, *, now: float, num_params: int = NUM_PARAMS) -> Plan:
+    """A plan of ``num_params`` weights whose bytes are a stand-in: no TensorFlow needed.
+
+    Its initial weights are :data:`INITIAL_WEIGHTS`, or zeros for any other size.
+    """
+    initial = INITIAL_WEIGHTS if num_params == NUM_PARAMS else np.zeros(num_params, np.float32)
+    weights = encode_vector(initial)
+    inputs = num_params - 1
+    plan_bytes = PLAN_BYTES if num_params == NUM_PARAMS else PLAN_BYTES + b" %d" % num_params
     manifest = PlanManifest(
         name="tiny",
         version="1",
         plan_file="tiny.tflite",
-        plan_sha256=hashlib.sha256(PLAN_BYTES).hexdigest(),
-        plan_bytes=len(PLAN_BYTES),
-        inputs={"x": TensorSpec((None, 3), "float32"), "y": TensorSpec((None,), "int32")},
+        plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
+        plan_bytes=len(plan_bytes),
+        inputs={"x": TensorSpec((None, inputs), "float32"), "y": TensorSpec((None,), "int32")},
         num_classes=1,
-        num_params=NUM_PARAMS,
+        num_params=num_params,
         weights_layout=(
-            WeightSlice("dense/kernel", (3, 1), 0, 3),
-            WeightSlice("dense/bias", (1,), 3, 1),
+            WeightSlice("dense/kernel", (inputs, 1), 0, inputs),
+            WeightSlice("dense/bias", (1,), inputs, 1),
         ),
         optimizer="sgd",
         hparams=HyperParameters(learning_rate=0.1),
@@ -186,7 +197,7 @@ def register_tiny_plan(session: Session, *, now: float) -> Plan:
     return plans.register_plan(
         session,
         manifest=json.loads(manifest.to_json()),
-        plan_sha256=put_blob(session, PLAN_BYTES, now=now),
+        plan_sha256=put_blob(session, plan_bytes, now=now),
         initial_weights_sha256=put_blob(session, weights, now=now),
         now=now,
     )
