@@ -7,32 +7,12 @@ through a protocol (``coordinator.aggregation.configured``), without importing i
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from coordinator.fields import Amount, Count, PositiveAmount, Strict
 from coordinator.privacy import CappedParticipation, PrivacyConfig, check_satisfiable
-
-
-class Strict(BaseModel):
-    """Unknown fields are an error: a typo in a config must not be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-def _not_a_bool(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("a count, not a boolean")
-    return value
-
-
-# JSON Schema's numbers: 3 and 3.0, but not ``false``, which pydantic's lax int/float take as 0.
-Count = Annotated[int, BeforeValidator(_not_a_bool)]
-Amount = Annotated[float, BeforeValidator(_not_a_bool)]
-# An optional positive amount. The bound sits inside, before the validator: on ``Amount | None``
-# pydantic writes ``Field(gt=0)`` into the OpenAPI schema as a bare "gt" that JSON Schema does
-# not know, so the spec would promise that 0 is accepted (the schemathesis run finds it).
-PositiveAmount = Annotated[float, Field(gt=0), BeforeValidator(_not_a_bool)]
 
 
 class ContributionCap(Strict):

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, Field
 
-from coordinator.config import JobCreate, Strict
+from coordinator.config import JobCreate
+from coordinator.fields import Strict
 from fedge.protocol import ErrorBody
 
 # The ids are 32-bit integer columns (PostgreSQL INTEGER): a larger one is refused with 422

@@ -11,26 +11,25 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from coordinator.fields import (
+    Amount,
+    Count,
+    Fraction,
+    NonNegativeCount,
+    PositiveCount,
+    Strict,
+)
 
 
-class Strict(BaseModel):
-    """Unknown fields are an error: a typo in a privacy section must not pass silently."""
+class Frozen(Strict):
+    """A privacy section is read, never changed: its models are frozen too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _not_a_bool(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("a number, not a boolean")
-    return value
-
-
-Count = Annotated[int, BeforeValidator(_not_a_bool)]
-Amount = Annotated[float, BeforeValidator(_not_a_bool)]
-
-
-class SampledParticipation(Strict):
+class SampledParticipation(Frozen):
     """Each version's contributors are a sample of the population the coordinator enforces.
 
     Give ``sampling_rate`` q (Poisson: each device joins a version independently with
@@ -40,14 +39,8 @@ class SampledParticipation(Strict):
 
     model: Literal["sampled"] = "sampled"
     population: Count = Field(ge=1, description="devices eligible to be sampled (N)")
-    # Bounds inside the Annotated: on ``Amount | None`` pydantic would write them into the
-    # OpenAPI schema as bare "gt"/"ge" keywords that JSON Schema does not know.
-    sampling_rate: Annotated[float, Field(gt=0, le=1), BeforeValidator(_not_a_bool)] | None = Field(
-        None, description="Poisson rate q"
-    )
-    cohort_size: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = Field(
-        None, description="fixed cohort m of N"
-    )
+    sampling_rate: Fraction | None = Field(None, description="Poisson rate q")
+    cohort_size: PositiveCount | None = Field(None, description="fixed cohort m of N")
 
     @model_validator(mode="after")
     def _one_sampling_rule(self) -> SampledParticipation:
@@ -63,7 +56,7 @@ class SampledParticipation(Strict):
         return self
 
 
-class CappedParticipation(Strict):
+class CappedParticipation(Frozen):
     """No sampling claimed: each device contributes at most once per ``window`` W versions.
 
     The mode for FedBuff, whose arrivals are not a sample. Without amplification, a device's
@@ -78,14 +71,14 @@ class CappedParticipation(Strict):
 Participation = Annotated[SampledParticipation | CappedParticipation, Field(discriminator="model")]
 
 
-class FixedClipping(Strict):
+class FixedClipping(Frozen):
     """Every update is clipped to the same L2 norm C."""
 
     kind: Literal["fixed"] = "fixed"
     clip_norm: Amount = Field(gt=0, allow_inf_nan=False, description="L2 bound C")
 
 
-class AdaptiveClipping(Strict):
+class AdaptiveClipping(Frozen):
     """C follows a quantile of update norms (Andrew et al., NeurIPS 2021), from noised counts.
 
     Defaults are the paper's: target quantile 0.5, learning rate 0.2. ``clip_count_stddev`` σ_b
@@ -115,7 +108,7 @@ _DP_FIELDS = (
 )
 
 
-class PrivacyConfig(Strict):
+class PrivacyConfig(Frozen):
     """A job's differential-privacy settings; ``mechanism="off"`` (the default) means none.
 
     With ``mechanism="gaussian"``: exactly one of ``noise_multiplier`` z and ``target_epsilon``
@@ -132,8 +125,8 @@ class PrivacyConfig(Strict):
     delta: Amount | None = Field(None, allow_inf_nan=False)
     epsilon_max: Amount | None = Field(None, allow_inf_nan=False)
     clipping: Clipping | None = None
-    planned_versions: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = None
-    noise_seed: Annotated[int, Field(ge=0), BeforeValidator(_not_a_bool)] | None = Field(
+    planned_versions: PositiveCount | None = None
+    noise_seed: NonNegativeCount | None = Field(
         None,
         description="simulations only: a reproducible noise seed, refused by a coordinator "
         "that does not allow it and marked in every version's metadata",
