@@ -267,7 +267,8 @@ def _run_task(
         stats.uploads_refused += 1  # its round closed or it expired: the server let it go
         return
     if isinstance(outcome, Failure):  # a plan the runtime cannot load, a divergence...
-        yield Abort(task, "error", _describe(outcome))
+        cause: AbortReason = "bad_plan" if outcome.reason == "bad_plan" else "error"
+        yield Abort(task, cause, _describe(outcome))
         stats.aborts += 1
         return
     if isinstance(outcome, Interrupted):

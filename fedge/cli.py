@@ -65,7 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = subcommands(parser, "command")
     for module, names in ROOMS:
         _add_room(commands, module, names)
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script of every fedge command for SHELL. Install it, "
+        "e.g. for bash: fedge completion bash > ~/.local/share/bash-completion/completions/fedge"
+        ', or for the current shell: eval "$(fedge completion bash)".',
+    )
+    completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+    completion.set_defaults(run=lambda args: _print_completion(parser, args.shell))
     return parser
+
+
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    """Write ``shell``'s completion script for ``parser`` to standard output (shtab builds it)."""
+    import shtab
+
+    print(shtab.complete(parser, shell=shell))
+    return 0
 
 
 # The optional extra that provides a top-level package a subcommand imports.

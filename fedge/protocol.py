@@ -109,7 +109,11 @@ class Reason(StrEnum):
 # Statuses that mean a lease is gone (closed, unknown, not this device's): stop working on it.
 LEASE_GONE = frozenset({403, 404, 409})
 
-AbortReason = Literal["battery", "user_activity", "not_eligible", "error", "timeout", "other"]
+# ``bad_plan``: the device's runtime cannot load or run the plan; the coordinator does not
+# lease that job's plan to the device again.
+AbortReason = Literal[
+    "battery", "user_activity", "not_eligible", "error", "timeout", "bad_plan", "other"
+]
 
 
 # --- request bounds --------------------------------------------------------------------------

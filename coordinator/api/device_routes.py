@@ -242,7 +242,9 @@ async def abort(
     def work() -> None:
         with transaction(sessions) as session:
             device = credentials.device(session, now=now)
-            leasing.abort(session, device, lease_id, reason=body.reason, now=now)
+            leasing.abort(
+                session, device, lease_id, reason=body.reason, detail=body.detail, now=now
+            )
 
     await offload(work)
     return Response(status_code=204)

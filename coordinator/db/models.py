@@ -195,6 +195,9 @@ class Lease(Base):
     alive_until: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     close_reason: Mapped[str | None] = mapped_column(String(64))
+    # What the device said when it gave up ("bad_plan: …"): shown to operators, and a
+    # ``bad_plan`` abort keeps the job's plan away from a device that cannot run it.
+    abort_detail: Mapped[str | None] = mapped_column(String(500))
 
     # A lease is live while it is active and neither past its deadline nor silent too long.
     # Everything that counts or accepts leases asks this, so a lease is dead the moment it is

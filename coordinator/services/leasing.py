@@ -8,6 +8,7 @@ neither stampedes the server nor leaves slots idle: see :func:`retry_window`.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -35,6 +36,10 @@ from coordinator.services.plans import get_plan, manifest_of
 from coordinator.settings import Settings
 from fedge import protocol
 from fedge.protocol import CheckInResponse, EligibilityFacts, HyperParameters, RetryWindow, Task
+
+log = logging.getLogger(__name__)
+
+BAD_PLAN = "bad_plan"  # the abort reason of a device whose runtime cannot run the plan
 
 
 def check_in(
@@ -75,12 +80,27 @@ def check_in(
     return _retry(retry_window(session, jobs[0], now=now, settings=settings), settings, reasons[0])
 
 
-def abort(session: Session, device: Device, lease_id: str, *, reason: str, now: float) -> Lease:
-    """Close a lease the device gave up on, freeing its slot at once."""
+def abort(
+    session: Session, device: Device, lease_id: str, *, reason: str, now: float, detail: str = ""
+) -> Lease:
+    """Close a lease the device gave up on, freeing its slot at once.
+
+    The device's ``detail`` is kept with the lease and logged: it is how an operator tells a
+    plan the fleet's runtime cannot load from batteries running flat.
+    """
     lease = owned_lease(session, device, lease_id)
     if lease.status != LeaseStatus.ACTIVE:
         raise LeaseClosed(f"lease {lease_id} is already {lease.status.value}")
     lease.close(LeaseStatus.ABORTED, f"aborted:{reason}", now)
+    lease.abort_detail = detail or None
+    (log.warning if reason == BAD_PLAN else log.info)(
+        "job %s: device %s aborted lease %s (%s)%s",
+        lease.job_id,
+        device.id,
+        lease_id,
+        reason,
+        f": {detail}" if detail else "",
+    )
     return lease
 
 
@@ -104,6 +124,25 @@ def heartbeat(session: Session, device: Device, lease_id: str, *, now: float) ->
     if interval is not None:
         lease.alive_until = now + HEARTBEAT_GRACE * interval
     return lease
+
+
+def _cannot_run_plan(session: Session, job_id: int, device_id: str) -> bool:
+    """Whether ``device_id`` gave up a task of this job because its runtime cannot run the plan.
+
+    A job's plan never changes, so such a device would fail it again on every lease.
+    """
+    return (
+        session.scalar(
+            select(Lease.id)
+            .where(
+                Lease.job_id == job_id,
+                Lease.device_id == device_id,
+                Lease.close_reason == f"aborted:{BAD_PLAN}",
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool = False) -> Lease:
@@ -203,6 +242,8 @@ def _ineligible(
 ) -> str | None:
     """Why this device may not train for this job now, or None if it may."""
     population = config.population
+    if _cannot_run_plan(session, job.id, device.id):
+        return "its runtime could not run this job's plan (bad_plan): not leased it again"
     if population.require_charging and not facts.charging:
         return "not charging"
     if population.require_idle and not facts.idle:

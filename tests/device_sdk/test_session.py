@@ -185,7 +185,7 @@ def test_a_download_that_cannot_succeed_aborts_the_task_saying_which_and_why():
     assert abort == Abort(TASK, "error", "download of the plan failed: not_found: no plan abc")
 
 
-def test_a_plan_the_runtime_cannot_load_is_aborted_as_an_error_with_its_cause():
+def test_a_plan_the_runtime_cannot_load_is_aborted_as_bad_plan_with_its_cause():
     session, _ = start()
     session.send(TASK)
     session.send(b"plan")
@@ -193,7 +193,7 @@ def test_a_plan_the_runtime_cannot_load_is_aborted_as_an_error_with_its_cause():
 
     abort = session.send(Failure(0, "bad_plan", "the plan does not expose Fedge's signatures"))
 
-    assert abort == Abort(TASK, "error", "bad_plan: the plan does not expose Fedge's signatures")
+    assert abort == Abort(TASK, "bad_plan", "bad_plan: the plan does not expose Fedge's signatures")
 
 
 def test_the_session_ends_after_max_tasks_and_returns_its_stats():

@@ -131,6 +131,18 @@ def test_an_aborted_task_frees_its_slot_at_once(coordinator):
     assert isinstance(waiting.check_in(FACTS), Task)
 
 
+def test_a_device_that_reports_a_plan_it_cannot_run_is_not_leased_it_again(coordinator):
+    coordinator.create_job(coordinator.publish_plan(), mode="async", concurrency=2)
+    broken = coordinator.device()
+    task = broken.check_in(FACTS)
+
+    broken.abort(task, "bad_plan", "bad_plan: op CUSTOM not supported")
+    again = broken.check_in(FACTS)
+
+    assert isinstance(again, RetryWindow)
+    assert "could not run this job's plan" in again.reason
+
+
 def test_an_update_staler_than_the_maximum_is_rejected_and_the_model_is_unchanged(coordinator):
     job = coordinator.create_job(
         coordinator.publish_plan(), mode="async", concurrency=3, buffer_size=1, max_staleness=0

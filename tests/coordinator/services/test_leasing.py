@@ -116,6 +116,43 @@ def test_an_aborted_lease_frees_its_slot_at_once(world: World):
     assert world.check_in(world.device()).task is not None
 
 
+def test_an_abort_keeps_what_the_device_said_about_it(world: World):
+    world.job("async")
+    device = world.device()
+    task = world.task(device)
+
+    leasing.abort(
+        world.session, device, task.lease_id, reason="error", detail="diverged: loss nan", now=0
+    )
+
+    assert world.lease(task).abort_detail == "diverged: loss nan"
+
+
+def test_a_device_whose_runtime_cannot_run_the_plan_is_not_leased_it_again(world: World):
+    world.job("async", concurrency=2)
+    broken, healthy = world.device(), world.device()
+    task = world.task(broken)
+    leasing.abort(
+        world.session, broken, task.lease_id, reason="bad_plan", detail="op not found", now=0
+    )
+
+    again = world.check_in(broken)
+
+    assert again.task is None and again.retry is not None
+    assert again.retry.reason == (
+        "its runtime could not run this job's plan (bad_plan): not leased it again"
+    )
+    assert world.check_in(healthy).task is not None
+
+
+def test_a_device_that_aborted_for_another_reason_is_leased_again(world: World):
+    world.job("async", concurrency=1)
+    device = world.device()
+    leasing.abort(world.session, device, world.task(device).lease_id, reason="error", now=0)
+
+    assert world.check_in(device).task is not None
+
+
 def test_aborting_a_lease_that_is_no_longer_active_is_refused(world: World):
     world.job("async")
     device = world.device()
