@@ -23,7 +23,7 @@ from fedge.options import INTERRUPTED, OneLineParser, add_log_level, log_level, 
 ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models.cli", ("models",)),
     ("coordinator.cli", ("coordinator", "admin")),
-    ("simulator.cli", ("train", "simulate")),
+    ("simulator.cli", ("train", "simulate", "fill-stores")),
     ("device_sdk.cli", ("device",)),
 )
 

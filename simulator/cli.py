@@ -133,8 +133,24 @@ def _simulate(args: argparse.Namespace) -> int:
     return INTERRUPTED if outcome.interrupted else 0
 
 
+def _fill_stores(args: argparse.Namespace) -> int:
+    from simulator.stores import fill_stores
+
+    filled = fill_stores(
+        Path(args.out),
+        devices=args.devices,
+        dataset=args.dataset,
+        alpha=args.alpha,
+        examples_per_device=args.examples,
+        seed=args.seed,
+    )
+    for store in filled:
+        print(f"{store.data}  {store.examples} examples  (--state-dir {store.state})")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train`` and ``simulate`` to the ``fedge`` command's subcommands."""
+    """Add ``train``, ``simulate`` and ``fill-stores`` to the ``fedge`` command's subcommands."""
     train = commands.add_parser(
         "train", help="train a plan centrally through the device runtime and report accuracy"
     )
@@ -166,3 +182,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_log_level(simulate, default="warning")
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
     simulate.set_defaults(run=_simulate)
+
+    fill = commands.add_parser(
+        "fill-stores",
+        help="write example stores for real agents on one machine from an offline dataset",
+        description="Split an offline dataset over DEVICES example stores, OUT/device-N/"
+        "examples.db, each with its own state folder, for `fedge device run --data … "
+        "--state-dir …` (scripts/local-fleet.sh runs three agents this way).",
+    )
+    fill.add_argument("--out", required=True, help="folder to write device-1, device-2, … in")
+    fill.add_argument("--devices", type=int, default=3)
+    fill.add_argument("--dataset", default="mnist", help="mnist (5,000 digits) or digits")
+    fill.add_argument("--alpha", type=float, help="Dirichlet α of a label-skewed split (IID)")
+    fill.add_argument("--examples", type=int, help="at most this many examples per store")
+    fill.add_argument("--seed", type=int, default=0)
+    fill.set_defaults(run=_fill_stores)
