@@ -232,7 +232,8 @@ def _fleet_families(session: Session) -> Iterator[Any]:
         .join(Blob, Blob.sha256 == Update.delta_sha256)
         .group_by(Update.job_id)
     ):
-        clipped.add_metric([str(job_id)], n_clipped or 0)
-        uplink.add_metric([str(job_id)], size or 0)
-        waiting.add_metric([str(job_id)], n_waiting or 0)
+        # float(): PostgreSQL sums a BIGINT as NUMERIC, which psycopg reads as a Decimal
+        clipped.add_metric([str(job_id)], float(n_clipped or 0))
+        uplink.add_metric([str(job_id)], float(size or 0))
+        waiting.add_metric([str(job_id)], float(n_waiting or 0))
     yield from (clipped, uplink, waiting)

@@ -27,6 +27,7 @@ from fedge.clock import ManualClock
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
 from fedge.protocol import EligibilityFacts, Task
 from fedge.wire import encode_vector
+from tests.databases import fresh_database
 from tests.integration.conftest import serve
 
 ADMIN_TOKEN = "dashboard-admin-token"
@@ -118,12 +119,20 @@ def train_job(url: str, admin: AdminClient, clock: ManualClock) -> tuple[int, st
     return int(job["id"]), token
 
 
-@pytest.fixture(scope="module")
-def live_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveJob]:
-    """A coordinator on SQLite over loopback whose job has made three versions."""
-    database = tmp_path_factory.mktemp("dashboard") / "fedge.db"
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def live_job(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveJob]:
+    """A coordinator over loopback, on each database, whose job has made three versions."""
+    with fresh_database(request.param, tmp_path_factory.mktemp("dashboard")) as db_url:
+        yield from _serve(db_url)
+
+
+def _serve(db_url: str) -> Iterator[LiveJob]:
     clock = ManualClock()
-    settings = Settings(db_url=f"sqlite:///{database}", admin_token=ADMIN_TOKEN)
+    settings = Settings(db_url=db_url, admin_token=ADMIN_TOKEN)
     app = create_app(settings, clock=clock, background_sweep=False)
     server, thread, url = serve(app)
     admin = AdminClient(url, ADMIN_TOKEN)
