@@ -116,7 +116,11 @@ def histogram(
     kept = [v for v in values if math.isfinite(v)]
     if not kept:
         return _empty(title, width, 40)
-    low, high = _span(kept)
+    low, high = min(kept), max(kept)
+    if low >= 0:  # durations, sizes: bins from zero, never a negative range
+        low = 0.0
+    if high == low:
+        high = low + 1.0
     size = (high - low) / bins
     counts = [0] * bins
     for value in kept:

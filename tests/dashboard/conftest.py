@@ -33,6 +33,7 @@ from tests.integration.conftest import serve
 ADMIN_TOKEN = "dashboard-admin-token"
 NUM_PARAMS = 4
 UPLOADS = 6  # buffer_size 2: versions 1, 2 and 3
+TASK_SECONDS = 12.0
 PLAN_BYTES = b"a stand-in plan: the coordinator never runs it"
 
 
@@ -99,6 +100,7 @@ def train_job(url: str, admin: AdminClient, clock: ManualClock) -> tuple[int, st
         _, token = device.register(runtime="litert", sdk_version="0.1.0")
         task = device.check_in(facts)
         assert isinstance(task, Task), task
+        clock.advance(TASK_SECONDS)  # training
         if index == UPLOADS:  # gives its task back
             device.abort(task, "battery")
         elif index == UPLOADS + 1:  # a broken update, refused and counted

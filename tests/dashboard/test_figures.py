@@ -6,7 +6,7 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.dashboard.conftest import ADMIN_TOKEN, UPLOADS, LiveJob
+from tests.dashboard.conftest import ADMIN_TOKEN, TASK_SECONDS, UPLOADS, LiveJob
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -56,7 +56,7 @@ def test_each_versions_norm_quantiles_lie_within_its_updates_norms(live_job):
 
         assert quantiles["p10"] <= quantiles["p50"] <= quantiles["p90"] <= quantiles["max"]
         assert abs(quantiles["p50"] - version["update_norm_mean"]) < 1e-9  # two updates each
-        assert version["fill_seconds"] == 60.0  # two devices, 30 s apart
+        assert version["fill_seconds"] == 2 * (30.0 + TASK_SECONDS)  # two devices a version
 
 
 def test_the_fleet_overview_and_metrics_count_the_same_devices_and_refusals(live_job):
@@ -69,6 +69,7 @@ def test_the_fleet_overview_and_metrics_count_the_same_devices_and_refusals(live
         scraped[("fedge_devices", (("runtime", "litert"), ("sdk_version", "0.1.0")))] == registered
     )
     assert fleet["health"]["abort_reasons"] == {"battery": 1}
+    assert fleet["health"]["task_seconds"] == [TASK_SECONDS] * UPLOADS
     job = str(live_job.job_id)
     aborted = (
         "fedge_leases_closed_total",

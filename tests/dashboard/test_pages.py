@@ -62,7 +62,14 @@ def test_a_histogram_counts_every_value_once():
 
     counts = [int(n) for n in re.findall(r": (\d+)</title></rect>", svg)]
     assert sum(counts) == 5
-    assert counts[0] == 3 and counts[-1] == 2
+    assert counts == [2, 1, 0, 2]  # [0, 2.5), [2.5, 5), [5, 7.5), [7.5, 10]: the top one closed
+
+
+def test_a_histogram_of_equal_durations_starts_at_zero():
+    svg = charts.histogram([12.0, 12.0], title="t", unit="s", bins=4)
+
+    assert ">0–3 s<" in svg and ">9–12 s<" in svg
+    assert [int(n) for n in re.findall(r": (\d+)</title></rect>", svg)] == [0, 0, 0, 2]
 
 
 def test_charts_without_data_say_so_instead_of_drawing_nothing():
