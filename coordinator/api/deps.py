@@ -124,6 +124,11 @@ def _is_admin_token(request: Request, token: str) -> bool:
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
+def is_admin_token(request: Request, token: str) -> bool:
+    """Whether ``token`` is this service's admin token (compared in constant time)."""
+    return _is_admin_token(request, token)
+
+
 DeviceId = Annotated[str, Depends(_device_id)]
 # For a route that authenticates inside its own write transaction (check-in, heartbeat, abort).
 Credentials = Annotated[DeviceCredentials, Depends(_credentials)]
