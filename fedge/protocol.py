@@ -28,6 +28,7 @@ from fedge.manifest import HyperParameters
 __all__ = [
     "ABORT",
     "CHECK_IN",
+    "EVALUATION",
     "HEADER_BASE_VERSION",
     "HEADER_METRICS",
     "HEADER_NUM_EXAMPLES",
@@ -44,7 +45,6 @@ __all__ = [
     "CheckInResponse",
     "EligibilityFacts",
     "ErrorBody",
-    "EVALUATION",
     "EvaluationReceipt",
     "EvaluationReport",
     "HeartbeatResponse",

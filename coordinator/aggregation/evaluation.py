@@ -73,9 +73,7 @@ def summarize(samples: Sequence[EvaluationSample], *, tiers: bool = True) -> Eva
         weighted_accuracy=float(np.average(accuracy, weights=examples)),
         weighted_loss=float(np.average(loss, weights=examples)),
         worst10_accuracy=worst_share_mean(accuracy),
-        quantiles={
-            f"p{round(q * 100)}": float(np.quantile(accuracy, q)) for q in QUANTILES
-        },
+        quantiles={f"p{round(q * 100)}": float(np.quantile(accuracy, q)) for q in QUANTILES},
         histogram=[int(c) for c in counts],
         by_tier=by_tier,
     )

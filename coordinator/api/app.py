@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from coordinator.api import admin_routes, device_routes
+from coordinator.api import admin_routes, device_routes, registry_routes
 from coordinator.api.limits import RequestEdges
 from coordinator.api.offload import Offload
 from coordinator.db.migrate import upgrade
@@ -82,6 +82,7 @@ def create_app(
         log.warning("no FEDGE_ADMIN_TOKEN set; this run's admin token: %s", app.state.admin_token)
     app.include_router(device_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(registry_routes.router)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:

@@ -85,7 +85,7 @@ def _failures(
         failed.append(
             f"mean accuracy {evaluation.mean_accuracy:.4f} is below {gates.min_mean_accuracy}"
         )
-    if gates.max_epsilon is not None and epsilon is not None:
-        if not (math.isfinite(epsilon) and epsilon <= gates.max_epsilon):
-            failed.append(f"ε = {epsilon:.4g} exceeds {gates.max_epsilon}")
+    cap = gates.max_epsilon
+    if cap is not None and epsilon is not None and not (math.isfinite(epsilon) and epsilon <= cap):
+        failed.append(f"ε = {epsilon:.4g} exceeds {cap}")
     return tuple(failed)
