@@ -81,6 +81,9 @@ def test_devices_evaluate_on_their_held_out_split_and_the_gate_makes_a_version_l
     moves = [(m["version"], m["to_stage"], m["actor"]) for m in registry["history"]]
     assert moves == [(0, "live", "gate"), (0, "retired", "gate"), (1, "live", "gate")]
     assert [v["stage"] for v in registry["versions"]] == ["retired", "live", "candidate"]
+    metrics = coordinator.admin.get("/metrics").text
+    assert f'fedge_registry_live_version{{job="{job["id"]}"}} 1.0' in metrics
+    assert "fedge_evaluation_accuracy_worst10{" in metrics
     one = coordinator.admin.get(
         f"/v1/admin/jobs/{job['id']}/versions/{first['lineage']['version']}/evaluation"
     ).json()
