@@ -58,6 +58,14 @@ def _perform(
         return admin.versions(args.job), versions_table
     if command == "download":
         return _download(admin, args), lambda saved: f"wrote {saved['path']} ({saved['bytes']:,} B)"
+    if command == "promote":
+        entry = admin.promote(args.job, args.version, to=args.to, reason=args.reason)
+        return entry, lambda e: registry_table([e])
+    if command == "rollback":
+        back = admin.rollback(args.job, reason=args.reason)
+        return back, lambda b: f"job {b['job_id']}: live version now {_text(b['live'])}"
+    if command == "registry":
+        return admin.registry(args.job), lambda r: registry_table(r["versions"])
     return admin.metrics(args.job), None  # nested per-version history: JSON reads best
 
 
@@ -171,5 +179,27 @@ def versions_table(versions: Sequence[dict[str, Any]]) -> str:
             ("STALENESS", lambda v: float(v["mean_staleness"])),
             ("NORM MEAN", lambda v: float(v["update_norm_mean"])),
             ("ROUND", lambda v: v.get("round")),
+        ],
+    )
+
+
+def registry_table(entries: Sequence[dict[str, Any]]) -> str:
+    """Registry entries: version, stage, parent, reports, mean and worst-10 % accuracy, ε."""
+
+    def summary(e: dict[str, Any], key: str) -> object:
+        evaluation = e.get("evaluation")
+        return None if evaluation is None else evaluation[key]
+
+    return table(
+        entries,
+        [
+            ("VERSION", lambda e: e["lineage"]["version"]),
+            ("STAGE", lambda e: e["stage"]),
+            ("PARENT", lambda e: e["lineage"]["parent"]),
+            ("REPORTS", lambda e: summary(e, "reports")),
+            ("MEAN ACC", lambda e: summary(e, "mean_accuracy")),
+            ("WORST10 ACC", lambda e: summary(e, "worst10_accuracy")),
+            ("EPSILON", lambda e: e["lineage"]["epsilon"]),
+            ("CREATED", lambda e: iso_time(e["lineage"]["created_at"])),
         ],
     )

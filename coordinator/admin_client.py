@@ -114,6 +114,25 @@ class AdminClient:
         """A job's metrics history."""
         return self._json("GET", f"/v1/admin/jobs/{job_id}/metrics")
 
+    def registry(self, job_id: int) -> dict[str, Any]:
+        """A job's registry: versions with stage, lineage and evaluation; the stage history."""
+        return self._json("GET", f"/v1/admin/jobs/{job_id}/registry")
+
+    def evaluation(self, job_id: int, number: int) -> dict[str, Any]:
+        """A version's federated evaluation summary."""
+        return self._json("GET", f"/v1/admin/jobs/{job_id}/versions/{number}/evaluation")
+
+    def promote(
+        self, job_id: int, number: int, *, to: str | None = None, reason: str = ""
+    ) -> dict[str, Any]:
+        """Promote a version (to canary or live; None: the next stage)."""
+        url = f"/v1/admin/jobs/{job_id}/versions/{number}/promote"
+        return self._json("POST", url, json={"to": to, "reason": reason})
+
+    def rollback(self, job_id: int, *, reason: str = "") -> dict[str, Any]:
+        """Roll back the job's canary or live version."""
+        return self._json("POST", f"/v1/admin/jobs/{job_id}/rollback", json={"reason": reason})
+
     def weights(self, job_id: int, number: int) -> Any:
         """A version's weights as a float32 vector."""
         return decode_vector(self.weights_bytes(job_id, number))

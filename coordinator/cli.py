@@ -136,6 +136,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     download.add_argument("version", type=int)
     download.add_argument("--weights", action="store_true", help="the weights (wire format)")
     download.add_argument("--out", help="file to write (default jobJ-vV.tflite or .weights)")
+    promote = command("promote", "move a version forward in the registry (canary, then live)")
+    promote.add_argument("job", type=int)
+    promote.add_argument("version", type=int)
+    promote.add_argument("--to", choices=["canary", "live"], help="default: the next stage")
+    promote.add_argument("--reason", default="", help="why, for the stage history")
+    rollback = command("rollback", "retire the canary or live version; the one before goes live")
+    rollback.add_argument("job", type=int)
+    rollback.add_argument("--reason", default="", help="why, for the stage history")
+    command("registry", "a job's versions: stage, lineage, federated evaluation").add_argument(
+        "job", type=int
+    )
     admin.set_defaults(run=_admin)
 
 

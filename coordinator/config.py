@@ -7,11 +7,11 @@ through a protocol (``coordinator.aggregation.configured``), without importing i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from coordinator.fields import Amount, Count, PositiveAmount, Strict
+from coordinator.fields import Amount, Count, Fraction, PositiveAmount, PositiveCount, Strict
 from coordinator.privacy import CappedParticipation, PrivacyConfig, check_satisfiable
 
 
@@ -133,6 +133,63 @@ class TaskConfig(Strict):
     )
 
 
+class EvaluationConfig(Strict):
+    """Federated evaluation: devices evaluate versions and report metrics only.
+
+    Read by :mod:`coordinator.services.evaluation`; the statistics are
+    :func:`coordinator.aggregation.evaluation.summarize`'s.
+    """
+
+    fraction: Fraction = Field(
+        0.1,
+        description="share of eligible check-ins handed an evaluation task instead of "
+        "training (chosen by a stable hash of job, version and device)",
+    )
+    min_reports: PositiveCount = Field(
+        10, description="reports a version needs before its evaluation counts (gates)"
+    )
+    max_reports: PositiveCount = Field(
+        100, description="no more evaluation tasks of a version once it has this many reports"
+    )
+    on: Literal["held_out_split", "non_trainers"] = Field(
+        "held_out_split",
+        description="held_out_split: every task holds out held_out_fraction of the device's "
+        "examples from training and evaluation runs on them; non_trainers: only devices that "
+        "did not train the version evaluate it, on all their examples",
+    )
+    held_out_fraction: Fraction = Field(0.2, description="the held-out share (held_out_split)")
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> EvaluationConfig:
+        if self.min_reports > self.max_reports:
+            raise ValueError(
+                f"min_reports ({self.min_reports}) exceeds max_reports ({self.max_reports})"
+            )
+        return self
+
+
+class PromotionConfig(Strict):
+    """Promotion gates: when a version moves to live, and when a live one is rolled back.
+
+    The decision is :func:`coordinator.services.promotion.decide`'s (pure); unset gates pass.
+    """
+
+    auto: bool = Field(
+        False,
+        description="apply the gates' decision as evaluation reports arrive: promote a "
+        "candidate or canary that passes, roll back a canary or live version that fails",
+    )
+    worst10_margin: Annotated[float, Field(ge=0)] | None = Field(
+        None,
+        description="federated worst-10 % accuracy must not fall below the live version's "
+        "minus this margin",
+    )
+    min_mean_accuracy: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="federated mean accuracy at least this"
+    )
+    max_epsilon: PositiveAmount | None = Field(None, description="a DP version's ε at most this")
+
+
 class JobCreate(Strict):
     """An admin's request for a new training job."""
 
@@ -152,6 +209,12 @@ class JobCreate(Strict):
         PrivacyConfig(),
         description="differential privacy of the published versions (off by default); see "
         "docs/privacy.md",
+    )
+    evaluation: EvaluationConfig | None = Field(
+        None, description="federated evaluation tasks beside training; None: none"
+    )
+    promotion: PromotionConfig = Field(
+        PromotionConfig(), description="the model registry's promotion gates"
     )
 
     @model_validator(mode="after")

@@ -17,7 +17,18 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.db.models import Blob, Device, Job, Lease, Rejection, Update, Version
+from coordinator.aggregation.evaluation import EvaluationSample, summarize
+from coordinator.db.models import (
+    Blob,
+    Device,
+    Evaluation,
+    Job,
+    Lease,
+    Rejection,
+    Stage,
+    Update,
+    Version,
+)
 from coordinator.db.session import transaction
 from fedge.logs import JsonFormatter as JsonFormatter  # serve's log config names it here
 
@@ -127,6 +138,7 @@ class DatabaseCollector(Collector):
 
             yield from _privacy_families(session)
             yield from _fleet_families(session)
+            yield from _evaluation_families(session)
 
 
 _EPSILON_KEYS = (("headline", "epsilon"), ("pld", "epsilon_pld"), ("rdp", "epsilon_rdp"))
@@ -237,3 +249,47 @@ def _fleet_families(session: Session) -> Iterator[Any]:
         uplink.add_metric([str(job_id)], float(size or 0))
         waiting.add_metric([str(job_id)], float(n_waiting or 0))
     yield from (clipped, uplink, waiting)
+
+
+def _evaluation_families(session: Session) -> Iterator[Any]:
+    """Each job's latest evaluated version: reports, mean and worst-10 % accuracy; live version."""
+    reports = GaugeMetricFamily(
+        "fedge_evaluation_reports", "Evaluation reports of a version", labels=["job", "version"]
+    )
+    mean = GaugeMetricFamily(
+        "fedge_evaluation_accuracy_mean",
+        "Federated mean accuracy over devices of a version",
+        labels=["job", "version"],
+    )
+    worst = GaugeMetricFamily(
+        "fedge_evaluation_accuracy_worst10",
+        "Mean accuracy of the lowest decile of devices of a version",
+        labels=["job", "version"],
+    )
+    live = GaugeMetricFamily("fedge_registry_live_version", "The live version", labels=["job"])
+    latest = session.execute(
+        select(Evaluation.job_id, func.max(Evaluation.version))
+        .where(Evaluation.reported_at.is_not(None))
+        .group_by(Evaluation.job_id)
+    )
+    for job_id, number in latest.all():
+        rows = session.execute(
+            select(Evaluation.loss, Evaluation.accuracy, Evaluation.num_examples).where(
+                Evaluation.job_id == job_id,
+                Evaluation.version == number,
+                Evaluation.reported_at.is_not(None),
+            )
+        ).all()
+        summary = summarize(
+            [EvaluationSample(loss or 0.0, acc or 0.0, n or 0) for loss, acc, n in rows],
+            tiers=False,
+        )
+        labels = [str(job_id), str(number)]
+        reports.add_metric(labels, summary.reports)
+        mean.add_metric(labels, summary.mean_accuracy)
+        worst.add_metric(labels, summary.worst10_accuracy)
+    for job_id, number in session.execute(
+        select(Version.job_id, Version.number).where(Version.stage == Stage.LIVE)
+    ):
+        live.add_metric([str(job_id)], number)
+    yield from (reports, mean, worst, live)

@@ -24,6 +24,8 @@ from fedge.protocol import (
     AbortRequest,
     CheckInResponse,
     EligibilityFacts,
+    EvaluationReceipt,
+    EvaluationReport,
     HeartbeatResponse,
     RegisterRequest,
     RegisterResponse,
@@ -122,6 +124,11 @@ class CoordinatorClient:
         """
         body = self._json("POST", protocol.HEARTBEAT.format(lease_id=task.lease_id))
         return protocol.parse(HeartbeatResponse, body).alive_until
+
+    def report_evaluation(self, task: Task, report: EvaluationReport) -> EvaluationReceipt:
+        """Send an evaluation task's metrics; safe to retry (counted once per lease)."""
+        url = protocol.EVALUATION.format(lease_id=task.lease_id)
+        return protocol.parse(EvaluationReceipt, self._json("POST", url, json=asdict(report)))
 
     def abort(self, task: Task, reason: AbortReason, detail: str = "") -> None:
         """Give a task back so its slot frees at once; a long ``detail`` is cut to the bound."""

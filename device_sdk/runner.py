@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from device_sdk.client import CoordinatorClient, attempt
 from device_sdk.errors import DeviceError, TrainingError
+from device_sdk.evaluation import evaluate_task, training_split
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.runtime import load_interpreter_class
 from device_sdk.session import (
@@ -26,9 +27,11 @@ from device_sdk.session import (
     Action,
     CheckIn,
     Download,
+    Evaluate,
     Failure,
     Heartbeats,
     Interrupted,
+    Report,
     Sleep,
     Train,
     Upload,
@@ -133,6 +136,10 @@ class LocalRunner:
         if isinstance(action, Abort):
             aborted = attempt(lambda: self.client.abort(action.task, action.reason, action.detail))
             return aborted if isinstance(aborted, Failure) else None
+        if isinstance(action, Evaluate):
+            return self._evaluate(action)
+        if isinstance(action, Report):
+            return attempt(lambda: self.client.report_evaluation(action.task, action.report))
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
     def _train(self, action: Train) -> Any:
@@ -153,6 +160,14 @@ class LocalRunner:
             return Interrupted(stopped.reason)
         finally:
             runner.watch = None
+
+    def _evaluate(self, action: Evaluate) -> Any:
+        try:
+            runner = self._plan_runner(action.task.plan_sha256, action.plan)
+        except (DeviceError, ManifestError) as broken:
+            return Failure(0, "bad_plan", str(broken))
+        x, y = self.examples()
+        return evaluate_task(runner, weights=action.weights, x=x, y=y, task=action.task)
 
     def _heartbeats(self, task: Task, *, since: float) -> Callable[[], str | None]:
         """The between-steps check: ``interruption()``, plus the lease's heartbeats if asked.
@@ -219,8 +234,10 @@ def train_task(
     """Train ``task`` from its encoded base ``weights``: the result a session's Train expects.
 
     Divergence and a plan or weights that do not fit become Failures, never exceptions; the
-    agent, the scripted runner and the simulator's workers all train through here.
+    agent, the scripted runner and the simulator's workers all train through here. A task
+    that holds examples out for evaluation (``held_out_fraction``) trains on the rest.
     """
+    x, y = training_split(x, y, task.held_out_fraction)
     try:
         base = decode_vector(weights, expected_length=runner.num_params)
         return train_locally(runner, base_weights=base, x=x, y=y, hparams=task.hparams, rng=rng)

@@ -37,6 +37,8 @@ from fedge.protocol import (
     METRIC_WITHIN_CLIP,
     AbortReason,
     EligibilityFacts,
+    EvaluationReceipt,
+    EvaluationReport,
     Reason,
     RetryWindow,
     Task,
@@ -103,7 +105,24 @@ class Abort:
     detail: str = ""
 
 
-Action = CheckIn | Sleep | Download | Train | Upload | Abort
+@dataclass(frozen=True)
+class Evaluate:
+    """Evaluate the task's version (an evaluation task). Result: an EvalResult or a Failure."""
+
+    task: Task
+    plan: bytes
+    weights: bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    """Send an evaluation's metrics (never data). Result: an EvaluationReceipt or a Failure."""
+
+    task: Task
+    report: EvaluationReport
+
+
+Action = CheckIn | Sleep | Download | Train | Upload | Abort | Evaluate | Report
 
 
 # --- results that are not protocol messages -------------------------------------------------
@@ -202,6 +221,7 @@ class SessionStats:
     aborts: int = 0
     failures: int = 0
     receipts: list[UploadReceipt] = field(default_factory=list)
+    evaluations_reported: int = 0
 
 
 def device_session(
@@ -212,8 +232,12 @@ def device_session(
     stats: SessionStats | None = None,
     max_tasks: int | None = None,
     backoff: Backoff | None = None,
+    tier: str = "",
 ) -> Generator[Action, Any, SessionStats]:
-    """Run the device protocol until ``max_tasks`` tasks have ended (forever if None)."""
+    """Run the device protocol until ``max_tasks`` tasks have ended (forever if None).
+
+    ``tier`` names the device's class (e.g. ``"low"``) in its evaluation reports, if known.
+    """
     stats = stats if stats is not None else SessionStats()
     backoff = backoff or Backoff()
     failures = 0
@@ -231,7 +255,7 @@ def device_session(
             continue
         task: Task = answer
         stats.tasks += 1
-        yield from _run_task(task, rng=rng, now=now, stats=stats, backoff=backoff)
+        yield from _run_task(task, rng=rng, now=now, stats=stats, backoff=backoff, tier=tier)
     return stats
 
 
@@ -242,6 +266,7 @@ def _run_task(
     now: Callable[[], float],
     stats: SessionStats,
     backoff: Backoff,
+    tier: str = "",
 ) -> Generator[Action, Any, None]:
     blobs: dict[str, bytes] = {}
     for what, url, sha in (
@@ -256,12 +281,18 @@ def _run_task(
                 break
             stats.failures += 1
             if not result.retryable or now() >= task.deadline:
-                yield Abort(task, "error", f"download of the {what} failed: {_describe(result)}")
+                if task.kind != "evaluate":  # an evaluation lease holds no slot: it lapses
+                    yield Abort(
+                        task, "error", f"download of the {what} failed: {_describe(result)}"
+                    )
                 stats.aborts += 1
                 return
             yield Sleep(_wait(result, attempt, backoff, rng), f"download failed: {result.reason}")
             attempt += 1
 
+    if task.kind == "evaluate":
+        yield from _evaluate(task, blobs, rng=rng, now=now, stats=stats, backoff=backoff, tier=tier)
+        return
     outcome = yield Train(task, blobs["plan"], blobs["weights"])
     if isinstance(outcome, Interrupted) and outcome.reason == Reason.LEASE_CLOSED:
         stats.uploads_refused += 1  # its round closed or it expired: the server let it go
@@ -296,6 +327,47 @@ def _run_task(
             stats.uploads_refused += 1
             return
         yield Sleep(_wait(result, attempt, backoff, rng), f"upload failed: {result.reason}")
+        attempt += 1
+
+
+def _evaluate(
+    task: Task,
+    blobs: dict[str, bytes],
+    *,
+    rng: np.random.Generator,
+    now: Callable[[], float],
+    stats: SessionStats,
+    backoff: Backoff,
+    tier: str,
+) -> Generator[Action, Any, None]:
+    """An evaluation task: evaluate the version, report its metrics until the deadline.
+
+    A failed evaluation is not reported (nor aborted: the lease holds no slot and lapses); a
+    refused report is not retried, a lost one is, as an upload is.
+    """
+    measured = yield Evaluate(task, blobs["plan"], blobs["weights"])
+    if isinstance(measured, Failure) or not (
+        math.isfinite(measured.loss) and math.isfinite(measured.accuracy)
+    ):
+        stats.failures += 1
+        return
+    report = EvaluationReport(
+        global_version=task.global_version,
+        loss=float(measured.loss),
+        accuracy=float(measured.accuracy),
+        num_examples=int(measured.num_examples),
+        tier=tier,
+    )
+    attempt = 0
+    while True:
+        result = yield Report(task, report)
+        if isinstance(result, EvaluationReceipt):
+            stats.evaluations_reported += 1
+            return
+        stats.failures += 1
+        if not result.retryable or now() >= task.deadline:
+            return
+        yield Sleep(_wait(result, attempt, backoff, rng), f"report failed: {result.reason}")
         attempt += 1
 
 

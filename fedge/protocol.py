@@ -28,6 +28,7 @@ from fedge.manifest import HyperParameters
 __all__ = [
     "ABORT",
     "CHECK_IN",
+    "EVALUATION",
     "HEADER_BASE_VERSION",
     "HEADER_METRICS",
     "HEADER_NUM_EXAMPLES",
@@ -44,6 +45,8 @@ __all__ = [
     "CheckInResponse",
     "EligibilityFacts",
     "ErrorBody",
+    "EvaluationReceipt",
+    "EvaluationReport",
     "HeartbeatResponse",
     "HyperParameters",
     "Reason",
@@ -66,6 +69,8 @@ WEIGHTS = "/v1/jobs/{job_id}/versions/{number}/weights"
 UPDATE = "/v1/leases/{lease_id}/update"
 HEARTBEAT = "/v1/leases/{lease_id}/heartbeat"
 ABORT = "/v1/leases/{lease_id}/abort"
+# An evaluation task's metrics (never data): POST an :class:`EvaluationReport`.
+EVALUATION = "/v1/leases/{lease_id}/evaluation"
 
 # --- headers of an upload (the body is fedge.wire's format) ------------------------------------
 
@@ -254,6 +259,23 @@ class Task:
             "clip. A DP job rejects an update above it (norm_too_large)"
         ),
     )
+    kind: Literal["train", "evaluate"] = field(
+        default="train",
+        metadata=_doc(
+            "train: upload a delta (PUT update); evaluate: run the plan's evaluate signature "
+            "on the version and POST only its metrics (an EvaluationReport) to the "
+            "evaluation path. A device that predates it trains instead, and its upload to an "
+            "evaluation lease is refused (404): nothing is counted twice"
+        ),
+    )
+    held_out_fraction: float | None = field(
+        default=None,
+        metadata=_doc(
+            "the share of the device's examples held out of training for evaluation (the "
+            "last ceil(f·n) by index, device_sdk.evaluation): train on the rest, evaluate on "
+            "them. None: train on every example, and an evaluation task evaluates on all"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -311,6 +333,35 @@ class AbortRequest:
 
     reason: AbortReason
     detail: Annotated[str, Bound(max_length=500)] = ""
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """An evaluation task's metrics (``POST`` :data:`EVALUATION`): loss, accuracy, examples.
+
+    Metrics only, never data. The coordinator refuses (400) a non-finite loss or accuracy, an
+    accuracy outside [0, 1], a negative loss and zero examples; 409 a version other than the
+    one the lease handed out or a lease no longer open.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
+
+    global_version: Count = field(metadata=_doc("the version evaluated (the task's)"))
+    loss: float = field(metadata=_doc("mean loss over the evaluated examples"))
+    accuracy: float = field(metadata=_doc("share of the evaluated examples predicted right"))
+    num_examples: Count = field(metadata=_doc("examples evaluated (at least 1)"))
+    tier: Name = field(default="", metadata=_doc("the device's tier, if it knows one"))
+
+
+@dataclass(frozen=True)
+class EvaluationReceipt:
+    """The coordinator's answer to an evaluation report."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    status: Literal["accepted", "already_accepted"]
+    lease_id: str
+    global_version: int
 
 
 @dataclass(frozen=True)

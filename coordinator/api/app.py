@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from coordinator.api import admin_routes, dashboard_routes, device_routes
+from coordinator.api import admin_routes, dashboard_routes, device_routes, registry_routes
 from coordinator.api.limits import RequestEdges
 from coordinator.api.offload import Offload
 from coordinator.db.migrate import upgrade
@@ -83,6 +83,7 @@ def create_app(
     app.include_router(device_routes.router)
     app.include_router(admin_routes.router)
     dashboard_routes.install(app)  # /dashboard and its JSON twins under /v1/admin
+    app.include_router(registry_routes.router)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:

@@ -23,12 +23,14 @@ from coordinator.api.schemas import Id, VersionNumber, error_responses
 from coordinator.db.blobs import get_blob
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
-from coordinator.services import devices, jobs, leasing, updates
+from coordinator.services import devices, evaluation, jobs, leasing, registry, updates
 from fedge import protocol
 from fedge.protocol import (
     AbortRequest,
     CheckInResponse,
     EligibilityFacts,
+    EvaluationReceipt,
+    EvaluationReport,
     HeartbeatResponse,
     RegisterRequest,
     RegisterResponse,
@@ -248,6 +250,34 @@ async def abort(
 
     await offload(work)
     return Response(status_code=204)
+
+
+@router.post(protocol.EVALUATION, responses={**AUTHENTICATED, **error_responses(404, 409, 413)})
+async def report_evaluation(
+    lease_id: str,
+    body: EvaluationReport,
+    credentials: Credentials,
+    sessions: Sessions,
+    clock: AppClock,
+    offload: Blocking,
+) -> EvaluationReceipt:
+    """An evaluation task's metrics (loss, accuracy, examples; never data). Idempotent per lease.
+
+    With the job's ``promotion.auto`` the registry's gates judge the version in the same
+    transaction.
+    """
+    now = clock.now()
+
+    def work() -> EvaluationReceipt:
+        with transaction(sessions) as session:
+            device = credentials.device(session, now=now)
+            row, receipt = evaluation.report(session, device, lease_id, body, now=now)
+            if receipt.status == "accepted":
+                job = jobs.get_job(session, row.job_id)
+                registry.apply_gates(session, job, row.version, now=now)
+            return receipt
+
+    return await offload(work)
 
 
 def _immutable(

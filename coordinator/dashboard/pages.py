@@ -255,13 +255,9 @@ def _bytes(detail: JobDetail) -> str:
 
 
 def _evaluation(evaluation: Mapping[str, Any] | None) -> str:
-    """HOOK for branch ``evaluation``: federated evaluation and the model registry's stages.
-
-    Renders when ``JobDetail.evaluation`` is filled (a mapping of name → value, or of name →
-    rows); nothing fills it yet. Replace this body with the registry's own section.
-    """
+    """Federated evaluation and the model registry: the live version, the newest evaluation."""
     if not evaluation:
-        return "<!-- hook: federated evaluation and model registry (branch evaluation) -->"
+        return "<!-- no federated evaluation or live version yet -->"
     rows = [
         [name, value if isinstance(value, int | float | str) else str(value)]
         for name, value in evaluation.items()

@@ -28,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     or_,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -75,6 +76,15 @@ class RoundStatus(enum.StrEnum):
     OPEN = "open"
     COMPLETED = "completed"
     FAILED = "failed"  # fewer than the minimum reported by the deadline: model unchanged
+
+
+class Stage(enum.StrEnum):
+    """Where a version stands in the model registry (coordinator.services.registry)."""
+
+    CANDIDATE = "candidate"  # made, not deployed
+    CANARY = "canary"  # deployed to a share of devices
+    LIVE = "live"  # the job's deployed version: at most one per job
+    RETIRED = "retired"  # was canary or live, replaced or rolled back
 
 
 class Blob(Base):
@@ -152,6 +162,21 @@ class Version(Base):
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # A DP version's ε (PLD, RDP), δ, assumptions, z, C, n_actual, clipped fraction, seeded.
     privacy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The registry's stage; one live version per job is a partial unique index (0007; the
+    # column holds the enum's names, as every Enum column here does).
+    stage: Mapped[Stage] = mapped_column(
+        Enum(Stage, native_enum=False, length=16), default=Stage.CANDIDATE
+    )
+
+    __table_args__ = (
+        Index(
+            "uq_versions_one_live",
+            "job_id",
+            unique=True,
+            sqlite_where=text("stage = 'LIVE'"),
+            postgresql_where=text("stage = 'LIVE'"),
+        ),
+    )
 
 
 class Round(Base):
@@ -244,6 +269,48 @@ class Update(Base):
     metrics: Mapped[dict[str, Any]]
     received_at: Mapped[float] = mapped_column(Float)
     version: Mapped[int | None] = mapped_column(Integer)  # the version it went into
+
+
+class Evaluation(Base):
+    """An evaluation task's lease and, once reported, its metrics (never data).
+
+    One report per device per version: ``(job_id, version, device_id)`` is unique, so a
+    device is never asked to evaluate the same version twice and a report counts once.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        UniqueConstraint("job_id", "version", "device_id"),
+        Index("ix_evaluations_job_version", "job_id", "version", "reported_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the task's lease id
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    deadline_at: Mapped[float] = mapped_column(Float)
+    reported_at: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    num_examples: Mapped[int | None] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(64), default="")
+
+
+class StageChange(Base):
+    """One move of a version in the registry: from, to, when, by whom and why."""
+
+    __tablename__ = "stage_changes"
+    __table_args__ = (Index("ix_stage_changes_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    from_stage: Mapped[Stage] = mapped_column(Enum(Stage, native_enum=False, length=16))
+    to_stage: Mapped[Stage] = mapped_column(Enum(Stage, native_enum=False, length=16))
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(16))  # "admin" or "gate"
+    reason: Mapped[str] = mapped_column(String(500), default="")
 
 
 class Rejection(Base):

@@ -28,7 +28,7 @@ from coordinator.db.models import (
     Update,
 )
 from coordinator.errors import Forbidden, LeaseClosed, NotFound
-from coordinator.services import admission, privacy, rounds
+from coordinator.services import admission, evaluation, privacy, rounds
 from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
@@ -63,10 +63,16 @@ def check_in(
             if dead is None:  # a retried check-in gets the same task back, not a second slot
                 return CheckInResponse(task=_task(session, job, config, held))
             held.close(LeaseStatus.EXPIRED, dead, now)
+        asked = evaluation.held_evaluation(session, job, device, now=now)
+        if asked is not None:  # a retried check-in gets its evaluation task back
+            return CheckInResponse(task=evaluation.task_of(session, job, config, asked))
         refusal = _ineligible(session, job, config, device, facts, now)
         if refusal:
             reasons.append(refusal)
             continue
+        asked = evaluation.offer(session, job, config, device, now=now)
+        if asked is not None:  # evaluation tasks hold no training slot
+            return CheckInResponse(task=evaluation.task_of(session, job, config, asked))
         lease = _issue(session, job, config, device, now=now)
         if isinstance(lease, Lease):
             return CheckInResponse(task=_task(session, job, config, lease))
@@ -351,4 +357,5 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
         clip_norm=privacy.clip_norm_for(job, config),
+        held_out_fraction=evaluation.held_out_fraction(config),
     )

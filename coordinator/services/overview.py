@@ -27,6 +27,7 @@ from coordinator.db.models import (
     Update,
     Version,
 )
+from coordinator.services import evaluation, registry
 from coordinator.services.devices import seen_within
 from coordinator.services.history import EVAL_KEYS
 from coordinator.services.jobs import get_job, job_config
@@ -190,8 +191,7 @@ class JobDetail:
     privacy: PrivacyStanding | None
     uplink_bytes: int
     evaluation: dict[str, Any] | None = field(default=None)
-    """Hook for federated evaluation and the model registry (branch ``evaluation``): the
-    pages render a section when a service fills this; nothing does yet."""
+    """The live version and the newest version's federated evaluation (None before either)."""
 
 
 def fleet_overview(session: Session, *, now: float) -> FleetOverview:
@@ -285,7 +285,31 @@ def job_detail(session: Session, job_id: int, *, now: float, limit: int = 100) -
         versions=versions,
         privacy=_privacy(job, config.privacy.epsilon_max, config.privacy.noise_multiplier),
         uplink_bytes=int(uplink or 0),
+        evaluation=_evaluation(session, job_id, versions),
     )
+
+
+def _evaluation(session: Session, job_id: int, versions: list[VersionRow]) -> dict[str, Any] | None:
+    """The registry's stages and the newest federated evaluation, or None before either."""
+    figures: dict[str, Any] = {}
+    live = registry.live_version(session, job_id)
+    if live is not None:
+        figures["live version"] = live
+    for row in reversed(versions):
+        summary = evaluation.summary_of(session, job_id, row.number)
+        if summary is None:
+            continue
+        figures.update(
+            {
+                "evaluated version": row.number,
+                "evaluation reports": summary.reports,
+                "mean accuracy (devices)": round(summary.mean_accuracy, 4),
+                "worst-10 % accuracy": round(summary.worst10_accuracy, 4),
+                "mean loss (devices)": round(summary.mean_loss, 4),
+            }
+        )
+        break
+    return figures or None
 
 
 def _summary(session: Session, job: Job) -> JobSummary:
