@@ -84,10 +84,11 @@ class Flatten(Layer):
 class Embedding(Layer):
     """Token ids (carried as float32, ``[batch, length]``) to vectors ``[batch, length, dim]``.
 
-    A one-hot row times the table: ONE_HOT and one matmul each way, which XNNPACK runs. A
-    ``tf.gather`` lookup's gradient is an ``IndexedSlices`` that TFLite has no builtin to
-    densify with a dynamic batch; the one-hot product gives the same dense gradient. Uniform
-    ±0.05 initialisation, as Keras's ``Embedding``.
+    A one-hot row times the table: ONE_HOT and one matmul each way, which XNNPACK runs (the
+    converter makes the frozen inference model's product an EMBEDDING_LOOKUP). ``tf.gather``'s
+    gradient converts builtins-only too (measured), but as a scatter-add that runs as a
+    reference kernel; the one-hot product gives the same dense gradient. Uniform ±0.05
+    initialisation, as Keras's ``Embedding``.
     """
 
     def __init__(
@@ -105,14 +106,15 @@ class Embedding(Layer):
 
 
 class LSTM(Layer):
-    """One LSTM layer unrolled over a fixed length; returns the last hidden state ``[batch, units]``.
+    """One LSTM layer unrolled over a fixed length; returns the last hidden state.
 
     Hochreiter & Schmidhuber 1997 with a forget gate (Gers et al. 2000), gates ordered i, f, g,
     o as in Keras; Glorot-uniform input kernel, orthogonal recurrent kernel, forget-gate bias 1
-    (Jozefowicz et al. 2015). Written step by step in builtins, with :func:`ops.sigmoid` and
-    :func:`ops.tanh` for their gradients: TFLite's fused LSTM ops cannot be differentiated in a
-    plan, and ``tf.while_loop`` gradients need Flex stack ops. The input projection of all
-    steps is one matmul; the zero initial state is folded into step 0, so no FILL is needed.
+    (Jozefowicz et al. 2015). Unrolled in builtins by :func:`ops.lstm`, which writes
+    backpropagation through time by hand: a ``tf.while_loop``'s gradient keeps its activations
+    in TensorLists, which the converter cannot lower with a dynamic batch (measured: "Lowering
+    tensor list ops is failed"), and TFLite's fused LSTM kernels have no gradient. The input
+    projection of all steps is one matmul outside the recurrence.
     """
 
     def __init__(

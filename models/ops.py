@@ -166,7 +166,7 @@ def lstm(projected: tf.Tensor, recurrent: tf.Tensor) -> tf.Tensor:
             dz_steps: list[tf.Tensor] = []
             dc = None
             for t in reversed(range(length)):
-                _, c, i, f, g, o, tanh_c = saved[t]
+                _, _, i, f, g, o, tanh_c = saved[t]
                 do = dh * tanh_c
                 dc_here = dh * o * (1.0 - tanh_c * tanh_c)
                 dc = dc_here if dc is None else dc + dc_here

@@ -52,7 +52,8 @@ def _synthetic_logreg(rng: np.random.Generator) -> list[Layer]:
 
 # LEAF's Shakespeare task (Caldas et al. 2018): 80 characters in, the next one out, over the 96
 # ids of simulator.datasets (printable ASCII and one "other"). LEAF's model is an 8-dim embedding
-# and two 256-unit LSTM layers; one 128-unit layer keeps a LiteRT step near 0.1 s (docs/experiments.md, "Shakespeare").
+# and two 256-unit LSTM layers; one 128-unit layer keeps a LiteRT step near 0.1 s
+# (docs/experiments.md, "Shakespeare").
 SHAKESPEARE_LENGTH, SHAKESPEARE_VOCABULARY = 80, 96
 
 

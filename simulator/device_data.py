@@ -36,6 +36,8 @@ Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]
 class DeviceData:
     """Local data of every device in a population, plus the held-out test set."""
 
+    test: Dataset  # the held-out set that global accuracy is measured on
+
     def __init__(
         self, dataset: str, num_devices: int, config: PartitionConfig, *, seed: int
     ) -> None:

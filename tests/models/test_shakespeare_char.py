@@ -1,4 +1,4 @@
-"""The character model: its hand-written LSTM is TensorFlow's, its plan is builtins only and learns."""
+"""The character model: its LSTM computes TensorFlow's, its plan is builtins only, it learns."""
 
 import numpy as np
 import pytest
