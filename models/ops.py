@@ -133,3 +133,64 @@ def _upsample2x(t: tf.Tensor, height: int, width: int, channels: int) -> tf.Tens
     t = tf.concat([t, t], axis=4)
     t = tf.concat([t, t], axis=2)
     return tf.reshape(t, [-1, height, width, channels])
+
+
+def lstm(projected: tf.Tensor, recurrent: tf.Tensor) -> tf.Tensor:
+    """An LSTM over ``projected = x @ W + b`` (``[N, T, 4H]``, gates i, f, g, o); the last ``h``.
+
+    The zero initial state is folded into step 0. Backpropagation through time is written out
+    by hand: autodiff of the cell's products between two dynamic-batch tensors emits the Flex
+    op BroadcastGradientArgs, and TensorFlow's gradients of sigmoid and tanh are the Flex ops
+    SigmoidGrad and TanhGrad. Here the backward pass is MULs, SUBs, one CONCATENATION of the
+    four gate gradients per step, a MATMUL per step for ``dh`` and a single MATMUL for the
+    recurrent kernel's gradient over all steps.
+    """
+    length, units = projected.shape[1], recurrent.shape[0]
+
+    @tf.custom_gradient
+    def run(projected: tf.Tensor, recurrent: tf.Tensor) -> tuple[tf.Tensor, _Gradient]:
+        saved = []  # per step: (h, c, i, f, g, o, tanh c), all [N, H]
+        h = c = None
+        for z in tf.unstack(projected, num=length, axis=1):
+            if h is not None:
+                z = z + tf.matmul(h, recurrent)
+            zi, zf, zg, zo = tf.split(z, 4, axis=1)
+            i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
+            c = i * g if c is None else f * c + i * g
+            tanh_c = tf.tanh(c)
+            h = o * tanh_c
+            saved.append((h, c, i, f, g, o, tanh_c))
+        assert h is not None
+
+        def grad(dh: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            dz_steps: list[tf.Tensor] = []
+            dc = None
+            for t in reversed(range(length)):
+                _, _, i, f, g, o, tanh_c = saved[t]
+                do = dh * tanh_c
+                dc_here = dh * o * (1.0 - tanh_c * tanh_c)
+                dc = dc_here if dc is None else dc + dc_here
+                if t > 0:
+                    c_before = saved[t - 1][1]
+                    dzf = dc * c_before * f * (1.0 - f)
+                else:
+                    dzf = tf.zeros_like(dc)
+                dzi = dc * g * i * (1.0 - i)
+                dzg = dc * i * (1.0 - g * g)
+                dzo = do * o * (1.0 - o)
+                dz = tf.concat([dzi, dzf, dzg, dzo], axis=1)
+                dz_steps.append(dz)
+                if t > 0:
+                    dh = tf.matmul(dz, recurrent, transpose_b=True)
+                    dc = dc * f
+            dz_steps.reverse()
+            d_projected = tf.stack(dz_steps, axis=1)
+            # dU = Σ_t h_{t-1}^T dz_t, as one product over every (example, step) row.
+            h_before = tf.reshape(tf.stack([s[0] for s in saved[:-1]], axis=1), [-1, units])
+            dz_after = tf.reshape(tf.stack(dz_steps[1:], axis=1), [-1, 4 * units])
+            d_recurrent = tf.matmul(h_before, dz_after, transpose_a=True)
+            return d_projected, d_recurrent
+
+        return h, grad
+
+    return run(projected, tf.convert_to_tensor(recurrent))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedge.manifest import HyperParameters
-from models.layers import Conv3x3, Dense, Flatten, Layer, MaxPool2x2
+from models.layers import LSTM, Conv3x3, Dense, Embedding, Flatten, Layer, MaxPool2x2
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ModelSpec:
     hparams: HyperParameters
     build: Callable[[np.random.Generator], list[Layer]]
     description: str
+    # Inputs that are token ids in [0, vocabulary), carried as float32; None: real features.
+    input_vocabulary: int | None = None
 
 
 def _mnist_mlp(rng: np.random.Generator) -> list[Layer]:
@@ -46,6 +48,21 @@ def _mnist_cnn(rng: np.random.Generator) -> list[Layer]:
 def _synthetic_logreg(rng: np.random.Generator) -> list[Layer]:
     # Multinomial logistic regression on Synthetic(α, β): 60 features, 10 classes (FedProx §5.1).
     return [Dense("linear", 60, 10, relu=False, rng=rng)]
+
+
+# LEAF's Shakespeare task (Caldas et al. 2018): 80 characters in, the next one out, over the 96
+# ids of simulator.datasets (printable ASCII and one "other"). LEAF's model is an 8-dim embedding
+# and two 256-unit LSTM layers; one 128-unit layer keeps a LiteRT step near 0.1 s
+# (docs/experiments.md, "Shakespeare").
+SHAKESPEARE_LENGTH, SHAKESPEARE_VOCABULARY = 80, 96
+
+
+def _shakespeare_char(rng: np.random.Generator) -> list[Layer]:
+    return [
+        Embedding("embedding", SHAKESPEARE_VOCABULARY, 8, SHAKESPEARE_LENGTH, rng=rng),
+        LSTM("lstm", 8, 128, SHAKESPEARE_LENGTH, rng=rng),
+        Dense("output", 128, SHAKESPEARE_VOCABULARY, relu=False, rng=rng),
+    ]
 
 
 ZOO: dict[str, ModelSpec] = {
@@ -77,6 +94,16 @@ ZOO: dict[str, ModelSpec] = {
             hparams=HyperParameters(learning_rate=0.01, momentum=0.0, batch_size=10),
             build=_synthetic_logreg,
             description="multinomial logistic regression for FedProx's Synthetic(α, β) task",
+        ),
+        ModelSpec(
+            name="shakespeare_char",
+            version="1",
+            input_shape=(SHAKESPEARE_LENGTH,),
+            num_classes=SHAKESPEARE_VOCABULARY,
+            hparams=HyperParameters(learning_rate=0.8, momentum=0.0, batch_size=32),
+            build=_shakespeare_char,
+            description="next character after 80: embedding(8)-LSTM(128)-dense(96), LEAF's task",
+            input_vocabulary=SHAKESPEARE_VOCABULARY,
         ),
     )
 }

@@ -73,7 +73,7 @@ _SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
     "hours": ("hours", float, "virtual duration in hours (default 24)"),
     "mode": ("mode", str, "async (FedBuff) or sync (FedAvg rounds)"),
     "model": ("model", str, "zoo model to train (default mnist_mlp)"),
-    "dataset": ("dataset", str, "mnist, digits, synthetic_A_B, synthetic_iid"),
+    "dataset": ("dataset", str, "mnist, digits, synthetic_A_B, synthetic_iid, shakespeare"),
     "partition": ("partition.scheme", str, "iid, dirichlet or shards"),
     "alpha": ("partition.alpha", float, "Dirichlet alpha of the label skew"),
     "sizes": ("partition.sizes", str, "equal or power_law example counts"),

@@ -149,7 +149,9 @@ class SimulationConfig(BaseModel):
     hours: float = Field(24.0, gt=0, description="virtual duration")
     mode: Literal["async", "sync"] = "async"
     model: str = Field("mnist_mlp", description="zoo model whose plan the devices train")
-    dataset: str = Field("mnist", description="mnist, digits, synthetic_A_B or synthetic_iid")
+    dataset: str = Field(
+        "mnist", description="mnist, digits, synthetic_A_B, synthetic_iid or shakespeare"
+    )
     seed: int = 0
     out: Path = Path("sim-out")
     backend: Literal["local", "process", "ray"] = "process"

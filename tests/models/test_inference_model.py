@@ -8,7 +8,7 @@ from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp", "synthetic_logreg"])
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp", "shakespeare_char", "synthetic_logreg"])
 def test_a_rendered_inference_model_predicts_like_the_plan_with_the_same_weights(plans_dir, name):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -18,6 +18,8 @@ def test_a_rendered_inference_model_predicts_like_the_plan_with_the_same_weights
     rng = np.random.default_rng(4)
     weights = rng.normal(0, 0.1, manifest.num_params).astype(np.float32)
     x = rng.random((5, *manifest.inputs["x"].shape[1:]), dtype=np.float32)
+    if name == "shakespeare_char":  # character ids, carried as float32
+        x = np.floor(x * manifest.num_classes).astype(np.float32)
 
     model = manifest.render_inference(template, weights)
     served = Interpreter(model_content=model).get_signature_runner(manifest.inference_signature)

@@ -17,7 +17,11 @@ def batches(name, count, rng):
     spec = ZOO[name]
     for _ in range(count):
         size = 32 if count > 1 else 7
-        x = rng.random((size, *spec.input_shape), dtype=np.float32)
+        if spec.input_vocabulary is None:
+            x = rng.random((size, *spec.input_shape), dtype=np.float32)
+        else:  # token ids, carried as float32
+            x = rng.integers(0, spec.input_vocabulary, (size, *spec.input_shape))
+            x = x.astype(np.float32)
         y = rng.integers(0, spec.num_classes, size).astype(np.int32)
         yield x, y
 
