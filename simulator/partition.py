@@ -3,7 +3,8 @@
 Every partitioner returns one int64 index array per client and assigns each example to at most one
 client (``iid``, ``dirichlet`` and ``shards`` to exactly one). Randomness comes only from the
 ``numpy.random.Generator`` passed in, so the same seed gives the same partition. Bad arguments raise
-``ValueError`` saying what is wrong.
+:class:`PartitionError` (a ``ValueError``) saying what is wrong; ``fedge simulate`` prints it as
+its one-line error.
 """
 
 from collections.abc import Sequence
@@ -11,7 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from fedge.errors import FedgeError
+
 __all__ = [
+    "PartitionError",
     "apportion",
     "by_sizes",
     "dirichlet",
@@ -23,6 +27,10 @@ __all__ = [
 IndexArrays = list[npt.NDArray[np.int64]]
 
 
+class PartitionError(FedgeError, ValueError):
+    """A split that cannot be made: bad arguments, or a draw no attempt satisfied."""
+
+
 def apportion(total: int, weights: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Split the integer ``total`` in proportion to ``weights``, summing exactly to ``total``.
 
@@ -31,11 +39,11 @@ def apportion(total: int, weights: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.size == 0:
-        raise ValueError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
+        raise PartitionError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
     if total < 0:
-        raise ValueError(f"total must be >= 0, got {total}")
+        raise PartitionError(f"total must be >= 0, got {total}")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
+        raise PartitionError("weights must be finite, non-negative and not all zero")
     quotas: npt.NDArray[np.float64] = total * (w / w.sum())
     shares: npt.NDArray[np.int64] = np.floor(quotas).astype(np.int64)
     # The floors sum to within len(weights) units below the total, so 0 <= left_over <= size.
@@ -68,13 +76,15 @@ def by_sizes(
     """
     counts = np.asarray(sizes)
     if counts.ndim != 1 or counts.size == 0:
-        raise ValueError(f"sizes must be a non-empty 1-D sequence, got shape {counts.shape}")
+        raise PartitionError(f"sizes must be a non-empty 1-D sequence, got shape {counts.shape}")
     if not np.issubdtype(counts.dtype, np.integer):
-        raise ValueError(f"sizes must be integers, got dtype {counts.dtype}")
+        raise PartitionError(f"sizes must be integers, got dtype {counts.dtype}")
     if np.any(counts < 0):
-        raise ValueError("sizes must be >= 0")
+        raise PartitionError("sizes must be >= 0")
     if int(counts.sum()) > num_examples:
-        raise ValueError(f"sizes sum to {int(counts.sum())}, more than the {num_examples} examples")
+        raise PartitionError(
+            f"sizes sum to {int(counts.sum())}, more than the {num_examples} examples"
+        )
     permutation = rng.permutation(num_examples).astype(np.int64)
     cuts = np.cumsum(counts)[:-1]
     return [part.copy() for part in np.split(permutation[: int(counts.sum())], cuts)]
@@ -101,9 +111,9 @@ def dirichlet(
     y = _check_labels(labels)
     _check_clients(y.size, num_clients=num_clients, min_size=min_size)
     if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a positive number, got {alpha}")
+        raise PartitionError(f"alpha must be a positive number, got {alpha}")
     if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        raise PartitionError(f"max_attempts must be >= 1, got {max_attempts}")
 
     by_class = [np.flatnonzero(y == c).astype(np.int64) for c in np.unique(y)]
     for _ in range(max_attempts):
@@ -118,7 +128,7 @@ def dirichlet(
         if min(part.size for part in clients) >= min_size:
             # Shuffle within a client so its local batches are not sorted by class.
             return [rng.permutation(part) for part in clients]
-    raise ValueError(
+    raise PartitionError(
         f"no Dirichlet(alpha={alpha}) split of {y.size} examples gave all {num_clients} clients "
         f"at least {min_size} examples in {max_attempts} attempts; raise alpha, or lower "
         "num_clients or min_size"
@@ -142,11 +152,11 @@ def shards(
     """
     y = _check_labels(labels)
     if shards_per_client < 1:
-        raise ValueError(f"shards_per_client must be >= 1, got {shards_per_client}")
+        raise PartitionError(f"shards_per_client must be >= 1, got {shards_per_client}")
     _check_clients(y.size, num_clients=num_clients, min_size=1)
     num_shards = num_clients * shards_per_client
     if num_shards > y.size:
-        raise ValueError(
+        raise PartitionError(
             f"{num_clients} clients × {shards_per_client} shards = {num_shards} shards, more than "
             f"the {y.size} examples"
         )
@@ -173,7 +183,7 @@ def power_law_sizes(
     """
     _check_clients(num_examples, num_clients=num_clients, min_size=min_size, allow_empty=True)
     if not (np.isfinite(exponent) and exponent > 0):
-        raise ValueError(f"exponent must be a positive number, got {exponent}")
+        raise PartitionError(f"exponent must be a positive number, got {exponent}")
     weights = rng.pareto(exponent, size=num_clients) + 1.0
     if not np.all(np.isfinite(weights)):
         # A tiny exponent can overflow a weight; the heaviest clients then share the excess.
@@ -185,9 +195,9 @@ def _check_labels(labels: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Labels as a 1-D int64 array, or a ValueError."""
     y = np.asarray(labels)
     if y.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array, got shape {y.shape}")
+        raise PartitionError(f"labels must be a 1-D array, got shape {y.shape}")
     if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integer class ids, got dtype {y.dtype}")
+        raise PartitionError(f"labels must be integer class ids, got dtype {y.dtype}")
     return y.astype(np.int64)
 
 
@@ -196,15 +206,15 @@ def _check_clients(
 ) -> None:
     """Raise ValueError unless ``num_clients`` clients can each get ``min_size`` examples."""
     if num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+        raise PartitionError(f"num_examples must be >= 0, got {num_examples}")
     if num_clients < 1:
-        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+        raise PartitionError(f"num_clients must be >= 1, got {num_clients}")
     if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}")
+        raise PartitionError(f"min_size must be >= 0, got {min_size}")
     if not allow_empty and num_clients > num_examples:
-        raise ValueError(f"more clients ({num_clients}) than examples ({num_examples})")
+        raise PartitionError(f"more clients ({num_clients}) than examples ({num_examples})")
     if num_clients * min_size > num_examples:
-        raise ValueError(
+        raise PartitionError(
             f"{num_clients} clients × min_size {min_size} needs {num_clients * min_size} "
             f"examples, only {num_examples} given"
         )

@@ -34,6 +34,23 @@ def test_a_set_without_an_equals_sign_is_one_line(tmp_path):
     assert done.stderr == "fedge simulate: error: --set: expected KEY=VALUE, got 'foo'\n"
 
 
+def test_a_dirichlet_split_that_cannot_be_made_is_one_line(tmp_path, plans_dir):
+    done = fedge(
+        tmp_path,
+        "simulate",
+        "--devices", "100",
+        "--partition", "dirichlet",
+        "--alpha", "0.05",
+        "--set", "partition.mean_examples=40",
+        "--set", f"plans_dir={plans_dir}",
+        "--no-plots",
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("fedge: error: no Dirichlet(alpha=0.05) split of 4000 examples")
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_an_unknown_log_level_is_one_line_before_or_after_the_subcommand(tmp_path, where):
     flag = ["--log-level", "verbose"]
