@@ -1,0 +1,272 @@
+"""A device's side of SecAgg+ in one group, sans-IO: a step per round, input in, message out.
+
+```
+client = SecAggClient(params, device, identity=signing_key, identities=directory)
+send(client.advertise())                           # round 1
+send(client.share_keys(neighbours_keys))           # round 2: t-of-k shares of b_u and s_u, sealed
+send(client.mask(shares_for_me, integers))         # round 3: y_u = x_u + PRG(b_u) + Σ ±PRG(s_uv)
+send(client.unmask(unmask_request))                # round 4: b-shares of survivors, s-shares of
+                                                   #          dropouts
+```
+
+The steps run in this order, once each (else :class:`OutOfOrder`); every input is checked
+(membership, signatures, sizes, decryption) and refused with a typed error naming the reason.
+A client that sees fewer than ``threshold`` neighbours at a step stops with
+:class:`GroupAbandoned`: nothing it sent so far reveals its input. Randomness (keys, the
+self-mask seed, the Shamir coefficients and nonces) comes from ``random_bytes``, the OS CSPRNG
+unless a test injects another.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedge.secagg import crypto, field
+from fedge.secagg.errors import (
+    BadShare,
+    BadSignature,
+    GroupAbandoned,
+    MalformedMessage,
+    NotInGroup,
+    OutOfField,
+    OutOfOrder,
+    ReplayedMessage,
+    WrongSize,
+)
+from fedge.secagg.messages import (
+    AdvertiseKeys,
+    EncryptedShare,
+    MaskedInput,
+    ShareKeys,
+    Unmasking,
+    UnmaskRequest,
+    signed_advertisement,
+)
+from fedge.secagg.params import GroupParams
+
+SHARE_KEY_LABEL = b"fedge-secagg-v1 share key"
+PAIRWISE_MASK_LABEL = b"fedge-secagg-v1 pairwise mask"
+
+
+class ClientStage(enum.Enum):
+    """Where a client is: the step it has done last."""
+
+    NEW = 0
+    ADVERTISED = 1
+    SHARED = 2
+    MASKED = 3
+    DONE = 4
+
+
+def share_associated_data(params: GroupParams, sender: int, recipient: int) -> bytes:
+    """What AES-GCM authenticates beside a sealed share: the group, its sender and recipient."""
+    return params.digest + struct.pack("<QQ", sender, recipient)
+
+
+def mask_sign(device: int, peer: int) -> int:
+    """+1 when ``device`` adds its pairwise mask with ``peer``, −1 when it subtracts it."""
+    return 1 if device < peer else -1
+
+
+class SecAggClient:
+    """One device in one secure group (see the module docstring for the four steps)."""
+
+    def __init__(
+        self,
+        params: GroupParams,
+        device: int,
+        *,
+        identity: Ed25519PrivateKey,
+        identities: Mapping[int, bytes],
+        random_bytes: crypto.RandomBytes = os.urandom,
+    ) -> None:
+        params.check_member(device)
+        self.params, self.device = params, device
+        self._identity, self._identities = identity, identities
+        self._random_bytes = random_bytes
+        self._cipher = crypto.new_agreement_key(random_bytes)
+        self._mask = crypto.new_agreement_key(random_bytes)
+        self._self_seed = random_bytes(crypto.SEED_BYTES)
+        self._peers: dict[int, AdvertiseKeys] = {}
+        self._held: dict[int, tuple[bytes, bytes]] = {}  # sender → (its b-share, its s-share)
+        self.stage = ClientStage.NEW
+
+    def advertise(self) -> AdvertiseKeys:
+        """Round 1: the two public keys, signed with the device's identity key."""
+        self._step(ClientStage.NEW)
+        cipher, mask = crypto.raw_public(self._cipher), crypto.raw_public(self._mask)
+        signed = signed_advertisement(self.params, self.device, cipher, mask)
+        self.stage = ClientStage.ADVERTISED
+        return AdvertiseKeys(
+            group=self.params.group,
+            device=self.device,
+            cipher_key=cipher,
+            mask_key=mask,
+            signature=crypto.sign(self._identity, signed),
+        )
+
+    def share_keys(self, advertised: Sequence[AdvertiseKeys]) -> ShareKeys:
+        """Round 2: shares of b_u and of the mask key s_u for each neighbour that advertised."""
+        self._step(ClientStage.ADVERTISED)
+        neighbours = set(self.params.neighbours[self.device])
+        peers: dict[int, AdvertiseKeys] = {}
+        for keys in advertised:
+            self._check_group(keys.group)
+            if keys.device not in neighbours:
+                raise NotInGroup(f"device {keys.device} is not a neighbour of {self.device}")
+            if keys.device in peers:
+                raise ReplayedMessage(f"device {keys.device}'s keys were relayed twice")
+            identity = self._identities.get(keys.device)
+            if identity is None:
+                raise BadSignature(f"no identity key is known for device {keys.device}")
+            crypto.verify(identity, keys.signature, keys.signed_bytes(self.params))
+            peers[keys.device] = keys
+        self._enough(len(peers), "neighbours advertised keys")
+        order = sorted(peers)
+        shares = field.split(
+            [self._self_seed, crypto.raw_private(self._mask)],
+            [self.params.point(v) for v in order],
+            self.params.threshold,
+            self._random_bytes,
+        )
+        sealed = []
+        for peer, pair in zip(order, shares, strict=True):
+            plaintext = struct.pack("<QQ", self.device, peer) + b"".join(
+                field.shares_to_bytes(pair)
+            )
+            key = crypto.agree(
+                self._cipher,
+                peers[peer].cipher_key,
+                label=SHARE_KEY_LABEL,
+                context=self.params.digest,
+            )
+            associated = share_associated_data(self.params, self.device, peer)
+            sealed.append(
+                EncryptedShare(
+                    sender=self.device,
+                    recipient=peer,
+                    sealed=crypto.seal(key, plaintext, associated, self._random_bytes),
+                )
+            )
+        self._peers, self.stage = peers, ClientStage.SHARED
+        return ShareKeys(group=self.params.group, device=self.device, shares=tuple(sealed))
+
+    def mask(
+        self, received: Sequence[EncryptedShare], values: npt.NDArray[np.integer]
+    ) -> MaskedInput:
+        """Round 3: open the shares sent to this device, then mask ``values`` (integers mod 2^bits).
+
+        Pairwise masks are taken with exactly the neighbours whose shares arrived: the server
+        delivered those, so it knows which masks a later dropout leaves to remove.
+        """
+        self._step(ClientStage.SHARED)
+        held: dict[int, tuple[bytes, bytes]] = {}
+        for share in received:
+            if share.recipient != self.device:
+                raise NotInGroup(f"a share for device {share.recipient} reached {self.device}")
+            if share.sender not in self._peers:
+                raise NotInGroup(f"device {share.sender} did not advertise keys to {self.device}")
+            if share.sender in held:
+                raise ReplayedMessage(f"device {share.sender}'s share was delivered twice")
+            held[share.sender] = self._open(share)
+        self._enough(len(held), "neighbours sent shares")
+        words = self._integers(values)
+        dtype = crypto.mask_dtype(self.params.bits)
+        masked = words + crypto.expand_mask(self._self_seed, self.params.length, self.params.bits)
+        for peer in sorted(held):
+            pairwise = crypto.expand_mask(
+                self.pairwise_seed(peer), self.params.length, self.params.bits
+            )
+            if mask_sign(self.device, peer) > 0:
+                masked += pairwise
+            else:
+                masked -= pairwise
+        if self.params.bits < 8 * np.dtype(dtype).itemsize:
+            masked &= dtype((1 << self.params.bits) - 1)
+        self._held, self.stage = held, ClientStage.MASKED
+        return MaskedInput(group=self.params.group, device=self.device, vector=masked)
+
+    def unmask(self, request: UnmaskRequest) -> Unmasking:
+        """Round 4: for each neighbour whose share this device holds, exactly one of its secrets.
+
+        A survivor's b-share (to remove its self-mask) or a dropout's s-share (to remove the
+        pairwise masks it left), never both: the server's two lists must split the senders.
+        """
+        self._step(ClientStage.MASKED)
+        self._check_group(request.group)
+        if request.recipient != self.device:
+            raise NotInGroup(
+                f"an unmask request for device {request.recipient} reached {self.device}"
+            )
+        if set(request.survivors) | set(request.dropouts) != set(self._held) or len(
+            request.survivors
+        ) + len(request.dropouts) != len(self._held):
+            raise MalformedMessage(
+                "survivors and dropouts must split exactly the neighbours that sent shares"
+            )
+        self.stage = ClientStage.DONE
+        return Unmasking(
+            group=self.params.group,
+            device=self.device,
+            self_mask_shares=tuple((u, self._held[u][0]) for u in sorted(request.survivors)),
+            key_shares=tuple((u, self._held[u][1]) for u in sorted(request.dropouts)),
+        )
+
+    def pairwise_seed(self, peer: int) -> bytes:
+        """The 256-bit seed this device shares with ``peer`` (what a colluding peer would know)."""
+        keys = self._peers.get(peer)
+        if keys is None:
+            raise NotInGroup(f"device {peer} advertised no keys to {self.device}")
+        return crypto.agree(
+            self._mask, keys.mask_key, label=PAIRWISE_MASK_LABEL, context=self.params.digest
+        )
+
+    def _open(self, share: EncryptedShare) -> tuple[bytes, bytes]:
+        key = crypto.agree(
+            self._cipher,
+            self._peers[share.sender].cipher_key,
+            label=SHARE_KEY_LABEL,
+            context=self.params.digest,
+        )
+        associated = share_associated_data(self.params, share.sender, self.device)
+        plaintext = crypto.open_sealed(key, share.sealed, associated)
+        if struct.unpack_from("<QQ", plaintext) != (share.sender, self.device):
+            raise BadShare(f"the share from device {share.sender} names other devices inside")
+        first, second = plaintext[16 : 16 + field.SHARE_BYTES], plaintext[16 + field.SHARE_BYTES :]
+        field.share_from_bytes(first), field.share_from_bytes(second)  # limbs below the prime
+        return first, second
+
+    def _integers(self, values: npt.NDArray[np.integer]) -> npt.NDArray[np.unsignedinteger]:
+        bits, length = self.params.bits, self.params.length
+        if values.ndim != 1 or values.size != length:
+            raise WrongSize(f"the input has {length} integers, got shape {values.shape}")
+        if values.dtype.kind not in "iu":
+            raise MalformedMessage(f"the input must be integers, got {values.dtype}")
+        if values.size and (int(values.min()) < 0 or int(values.max()) >> bits):
+            raise OutOfField(f"input integers must be in [0, 2^{bits})")
+        return values.astype(crypto.mask_dtype(bits))
+
+    def _enough(self, count: int, what: str) -> None:
+        if count < self.params.threshold:
+            self.stage = ClientStage.DONE
+            raise GroupAbandoned(
+                f"only {count} {what}, below the threshold {self.params.threshold}"
+            )
+
+    def _check_group(self, group: int) -> None:
+        if group != self.params.group:
+            raise NotInGroup(f"a message for group {group} reached group {self.params.group}")
+
+    def _step(self, expected: ClientStage) -> None:
+        if self.stage is not expected:
+            raise OutOfOrder(
+                f"this step follows {expected.name.lower()}; "
+                f"the client is {self.stage.name.lower()}"
+            )

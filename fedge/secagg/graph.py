@@ -1,0 +1,76 @@
+"""The neighbour graph of SecAgg+: a Harary graph H(k, n) on a random ring order from a public seed.
+
+Bell et al. (CCS 2020) replace SecAgg's complete graph with a random graph of degree
+k = O(log n); each device masks with and shares its secrets among its k neighbours only, so
+a device's work is O(k + m) instead of O(n + m). Here the graph is Harary's: the members are
+placed on a ring in an order drawn from the seed, and each is joined to the k/2 nearest on
+either side (k-regular, k-connected). The order comes from PCG64's raw 64-bit words under
+``SeedSequence(seed)`` — what numpy keeps stable across releases (NEP 19) — so a device and a
+coordinator with different numpy draw the same graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from fedge.secagg.errors import InvalidParameters
+
+I64 = npt.NDArray[np.int64]
+
+
+def default_degree(members: int) -> int:
+    """An even degree ≈ 4·log2 n (40 at n = 1,000, 28 at 100), or n − 1 (complete) when larger."""
+    if members < 2:
+        raise InvalidParameters(f"a group has at least 2 members, got {members}")
+    degree = 2 * math.ceil(2 * math.log2(members))
+    return members - 1 if degree >= members - 1 else degree
+
+
+def default_threshold(degree: int) -> int:
+    """⌊k/2⌋ + 1 of the k neighbours: a strict majority, which a lying server needs twice."""
+    return degree // 2 + 1
+
+
+def check_degree(members: int, degree: int) -> None:
+    """A Harary degree is even and below n − 1, or exactly n − 1 (the complete graph)."""
+    if degree == members - 1 and degree >= 1:
+        return
+    if not (2 <= degree < members - 1 and degree % 2 == 0):
+        raise InvalidParameters(
+            f"degree must be even in [2, {members - 2}] or {members - 1} (complete), got {degree}"
+        )
+
+
+def ring_order(count: int, seed: bytes) -> I64:
+    """A permutation of range(count) drawn from ``seed`` (stable across numpy releases)."""
+    entropy = int.from_bytes(seed, "little")
+    keys = np.random.PCG64(np.random.SeedSequence(entropy)).random_raw(count)
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def neighbour_indices(count: int, degree: int, seed: bytes) -> I64:
+    """(count, degree) member indices: row i holds member i's neighbours, ascending."""
+    check_degree(count, degree)
+    if degree == count - 1:
+        everyone = np.arange(count, dtype=np.int64)
+        return np.stack([np.delete(everyone, i) for i in range(count)])
+    order = ring_order(count, seed)
+    position = np.empty(count, dtype=np.int64)
+    position[order] = np.arange(count)
+    half = np.arange(1, degree // 2 + 1)
+    offsets = np.concatenate([-half[::-1], half])
+    rows = order[(position[:, None] + offsets[None, :]) % count]
+    return np.sort(rows, axis=1)
+
+
+def neighbours(members: Sequence[int], degree: int, seed: bytes) -> dict[int, tuple[int, ...]]:
+    """Each member's neighbours by device id."""
+    ids = np.asarray(members, dtype=np.int64)
+    rows = neighbour_indices(ids.size, degree, seed)
+    return {
+        int(device): tuple(int(v) for v in ids[row]) for device, row in zip(ids, rows, strict=True)
+    }
