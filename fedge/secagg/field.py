@@ -55,7 +55,8 @@ def split(
     if any(len(secret) != SECRET_BYTES for secret in secrets):
         raise WrongSize(f"a shared secret is {SECRET_BYTES} bytes")
     limbs = np.frombuffer(b"".join(secrets), dtype="<u2").astype(np.int64)
-    coefficients = uniform((threshold - 1) * limbs.size, random_bytes).reshape(threshold - 1, -1)
+    coefficients = uniform((threshold - 1) * limbs.size, random_bytes)
+    coefficients = coefficients.reshape(threshold - 1, limbs.size)
     values = np.zeros((xs.size, limbs.size), dtype=np.int64)
     for coefficient in coefficients[::-1]:  # Horner, highest degree first
         values = (values * xs[:, None] + coefficient) % PRIME

@@ -68,9 +68,9 @@ def neighbour_indices(count: int, degree: int, seed: bytes) -> I64:
 
 
 def neighbours(members: Sequence[int], degree: int, seed: bytes) -> dict[int, tuple[int, ...]]:
-    """Each member's neighbours by device id."""
-    ids = np.asarray(members, dtype=np.int64)
-    rows = neighbour_indices(ids.size, degree, seed)
+    """Each member's neighbours by device id (ids are any ints; the graph is over their order)."""
+    rows = neighbour_indices(len(members), degree, seed)
     return {
-        int(device): tuple(int(v) for v in ids[row]) for device, row in zip(ids, rows, strict=True)
+        device: tuple(members[int(i)] for i in row)
+        for device, row in zip(members, rows.tolist(), strict=True)
     }

@@ -243,7 +243,7 @@ class GroupServer:
                 s.total = self._unmask()  # from here on the sum itself, no longer masked
             except SecAggError as error:
                 return self.abandon(f"unmasking failed: {error}")
-            s.stage, s.unmasked = Stage.DONE, {}
+            s.stage = Stage.DONE
             return s.stage
         if s.stage is Stage.MASK:
             s.undelivered.clear()  # delivered or never to be: no survivor needs them now
