@@ -35,7 +35,9 @@ class Group:
     sent: list[set[int]] = field(default_factory=lambda: [set() for _ in range(ROUNDS)])
 
     def plain_sum(self, devices: Sequence[int]) -> np.ndarray:
-        total = sum((self.inputs[d].astype(object) for d in devices), np.zeros(self.params.length, object))
+        total = sum(
+            (self.inputs[d].astype(object) for d in devices), np.zeros(self.params.length, object)
+        )
         return (total % (1 << self.params.bits)).astype(np.uint64)
 
 
@@ -77,7 +79,11 @@ def make_group(
 
 
 def run_round(
-    group: Group, round_: int, drop: set[int] | frozenset[int] = frozenset(), *, restart: bool = False
+    group: Group,
+    round_: int,
+    drop: set[int] | frozenset[int] = frozenset(),
+    *,
+    restart: bool = False,
 ) -> None:
     """Every device not gone and not in ``drop`` sends its message for ``round_``; then close it.
 

@@ -1,4 +1,4 @@
-"""The primitives: 128-bit mask seeds at least, symmetric key agreement, sealed shares, signatures."""
+"""The primitives: mask seeds of 128 bits or more, key agreement, sealed shares, signatures."""
 
 from __future__ import annotations
 

@@ -60,7 +60,14 @@ def masked(group: Group) -> Group:
 
 def test_every_error_names_a_stable_reason():
     reasons = {cls.reason for cls in SecAggError.__subclasses__()}
-    assert {"not_in_group", "replayed", "late", "bad_signature", "bad_share", "abandoned"} <= reasons
+    assert {
+        "not_in_group",
+        "replayed",
+        "late",
+        "bad_signature",
+        "bad_share",
+        "abandoned",
+    } <= reasons
     assert WrongSize.reason == "wrong_size" and OutOfField.reason == "out_of_field"
     assert issubclass(WrongSize, MalformedMessage) and issubclass(OutOfField, MalformedMessage)
 
@@ -92,7 +99,10 @@ def test_keys_swapped_by_a_relay_are_a_bad_signature_at_the_neighbour(group):
 def test_keys_signed_for_another_group_are_a_bad_signature(group):
     other = dataclasses.replace(group.params, group=2)
     device = first(group)
-    cipher, mask = raw_public(Ed25519PrivateKey.generate()), raw_public(Ed25519PrivateKey.generate())
+    cipher, mask = (
+        raw_public(Ed25519PrivateKey.generate()),
+        raw_public(Ed25519PrivateKey.generate()),
+    )
     signature = sign(group.identities[device], signed_advertisement(other, device, cipher, mask))
     keys = AdvertiseKeys(group.params.group, device, cipher, mask, signature)
 
@@ -157,7 +167,9 @@ def test_shares_for_a_non_neighbour_are_refused(group):
     advertised(group)
     device = first(group)
     message = group.clients[device].share_keys(group.server.keys_for(device))
-    stranger = next(d for d in group.params.members if d != device and d not in group.params.neighbours[device])
+    stranger = next(
+        d for d in group.params.members if d != device and d not in group.params.neighbours[device]
+    )
     forged = dataclasses.replace(message.shares[0], recipient=stranger)
 
     with pytest.raises(NotInGroup, match="not advertised neighbours"):
@@ -344,7 +356,9 @@ def test_a_result_before_unmasking_is_out_of_order(group):
     ],
 )
 def test_group_parameters_no_run_can_have_are_refused(change):
-    base = GroupParams(1, tuple(range(6)), degree=4, threshold=3, bits=8, length=4, graph_seed=bytes(16))
+    base = GroupParams(
+        1, tuple(range(6)), degree=4, threshold=3, bits=8, length=4, graph_seed=bytes(16)
+    )
 
     with pytest.raises(InvalidParameters):
         dataclasses.replace(base, **change)

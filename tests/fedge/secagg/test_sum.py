@@ -22,7 +22,11 @@ def groups_with_dropout(draw: st.DrawFn):
     )
     ids = list(group.params.members)
     # Each device drops before one round, or never: up to ~40 % of the group in all.
-    fates = draw(st.lists(st.sampled_from([None, None, None, 0, 1, 2, 3]), min_size=members, max_size=members))
+    fates = draw(
+        st.lists(
+            st.sampled_from([None, None, None, 0, 1, 2, 3]), min_size=members, max_size=members
+        )
+    )
     drops = [{d for d, fate in zip(ids, fates, strict=True) if fate == r} for r in range(ROUNDS)]
     return group, drops
 
@@ -39,14 +43,18 @@ def test_the_sum_is_exact_for_any_group_and_dropout_pattern_or_the_group_is_aban
             server.result()
     else:
         assert server.stage is Stage.DONE
-        assert np.array_equal(server.result().astype(np.uint64), group.plain_sum(sorted(group.sent[2])))
+        assert np.array_equal(
+            server.result().astype(np.uint64), group.plain_sum(sorted(group.sent[2]))
+        )
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32), st.sampled_from([0, 1, 2, 3]))
 def test_a_tenth_dropping_at_any_one_step_still_gives_the_exact_sum(seed, round_):
     group = make_group(30, seed=seed)
-    dropped = set(np.random.default_rng(seed).choice(group.params.members, 3, replace=False).tolist())
+    dropped = set(
+        np.random.default_rng(seed).choice(group.params.members, 3, replace=False).tolist()
+    )
     drops = [dropped if r == round_ else set() for r in range(ROUNDS)]
 
     server = run_group(group, drops)
@@ -99,7 +107,9 @@ def test_below_the_threshold_in_any_round_the_group_is_abandoned_with_no_sum(rou
     server = run_group(group, drops)
 
     assert server.stage is Stage.ABANDONED
-    assert "below the threshold" in server.state.abandoned or "shares of the" in server.state.abandoned
+    assert (
+        "below the threshold" in server.state.abandoned or "shares of the" in server.state.abandoned
+    )
     with pytest.raises(GroupAbandoned, match="abandoned"):
         server.result()
 
