@@ -4,12 +4,14 @@
 client = SecAggClient(params, device, identity=signing_key, identities=directory)
 send(client.advertise())                           # round 1
 send(client.share_keys(neighbours_keys))           # round 2: t-of-k shares of b_u and s_u, sealed
-send(client.mask(shares_for_me, integers))         # round 3: y_u = x_u + PRG(b_u) + Σ ±PRG(s_uv)
+client.open_shares(shares_for_me)                  # round 3: as soon as they are delivered
+send(client.mask(integers))                        #          y_u = x_u + PRG(b_u) + Σ ±PRG(s_uv)
 send(client.unmask(unmask_request))                # round 4: b-shares of survivors, s-shares of
                                                    #          dropouts
 ```
 
-The steps run in this order, once each (else :class:`OutOfOrder`); every input is checked
+The steps run in this order, once each (else :class:`OutOfOrder`); a device whose masked upload
+was lost may still answer the unmask request after ``open_shares``. Every input is checked
 (membership, signatures, sizes, decryption) and refused with a typed error naming the reason.
 A client that sees fewer than ``threshold`` neighbours at a step stops with
 :class:`GroupAbandoned`: nothing it sent so far reveals its input. Randomness (keys, the
@@ -61,8 +63,9 @@ class ClientStage(enum.Enum):
     NEW = 0
     ADVERTISED = 1
     SHARED = 2
-    MASKED = 3
-    DONE = 4
+    OPENED = 3
+    MASKED = 4
+    DONE = 5
 
 
 def share_associated_data(params: GroupParams, sender: int, recipient: int) -> bytes:
@@ -158,13 +161,11 @@ class SecAggClient:
         self._peers, self.stage = peers, ClientStage.SHARED
         return ShareKeys(group=self.params.group, device=self.device, shares=tuple(sealed))
 
-    def mask(
-        self, received: Sequence[EncryptedShare], values: npt.NDArray[np.integer]
-    ) -> MaskedInput:
-        """Round 3: open the shares sent to this device, then mask ``values`` (integers mod 2^bits).
+    def open_shares(self, received: Sequence[EncryptedShare]) -> None:
+        """Round 3, first half: open and check the shares the server delivered to this device.
 
-        Pairwise masks are taken with exactly the neighbours whose shares arrived: the server
-        delivered those, so it knows which masks a later dropout leaves to remove.
+        It needs no input, so a device can do it while it still trains (and stop early, with
+        a typed error, when a share is bad or too few neighbours are left).
         """
         self._step(ClientStage.SHARED)
         held: dict[int, tuple[bytes, bytes]] = {}
@@ -177,10 +178,19 @@ class SecAggClient:
                 raise ReplayedMessage(f"device {share.sender}'s share was delivered twice")
             held[share.sender] = self._open(share)
         self._enough(len(held), "neighbours sent shares")
+        self._held, self.stage = held, ClientStage.OPENED
+
+    def mask(self, values: npt.NDArray[np.integer]) -> MaskedInput:
+        """Round 3: ``values`` (integers in [0, 2^bits)) masked with b_u and one mask per sender.
+
+        Pairwise masks are taken with exactly the neighbours whose shares arrived: the server
+        delivered those, so it knows which masks a later dropout leaves to remove.
+        """
+        self._step(ClientStage.OPENED)
         words = self._integers(values)
         dtype = crypto.mask_dtype(self.params.bits)
         masked = words + crypto.expand_mask(self._self_seed, self.params.length, self.params.bits)
-        for peer in sorted(held):
+        for peer in sorted(self._held):
             pairwise = crypto.expand_mask(
                 self.pairwise_seed(peer), self.params.length, self.params.bits
             )
@@ -190,7 +200,7 @@ class SecAggClient:
                 masked -= pairwise
         if self.params.bits < 8 * np.dtype(dtype).itemsize:
             masked &= dtype((1 << self.params.bits) - 1)
-        self._held, self.stage = held, ClientStage.MASKED
+        self.stage = ClientStage.MASKED
         return MaskedInput(group=self.params.group, device=self.device, vector=masked)
 
     def unmask(self, request: UnmaskRequest) -> Unmasking:
@@ -199,7 +209,8 @@ class SecAggClient:
         A survivor's b-share (to remove its self-mask) or a dropout's s-share (to remove the
         pairwise masks it left), never both: the server's two lists must split the senders.
         """
-        self._step(ClientStage.MASKED)
+        if self.stage is not ClientStage.OPENED:
+            self._step(ClientStage.MASKED)
         self._check_group(request.group)
         if request.recipient != self.device:
             raise NotInGroup(

@@ -103,7 +103,8 @@ def run_round(
             elif round_ == 1:
                 message = client.share_keys(server.keys_for(device))
             elif round_ == 2:
-                message = client.mask(server.shares_for(device), group.inputs[device])
+                client.open_shares(server.shares_for(device))
+                message = client.mask(group.inputs[device])
             else:
                 message = client.unmask(server.unmask_request_for(device))
         except GroupAbandoned:

@@ -29,7 +29,8 @@ def masked_group(seed: int) -> tuple[Group, dict[int, MaskedInput]]:
     run_round(group, 1)
     seen = {}
     for device, client in group.clients.items():
-        seen[device] = client.mask(group.server.shares_for(device), group.inputs[device])
+        client.open_shares(group.server.shares_for(device))
+        seen[device] = client.mask(group.inputs[device])
         group.server.receive(seen[device])
     group.server.close_round()
     return group, seen

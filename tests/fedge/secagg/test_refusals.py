@@ -199,7 +199,7 @@ def test_a_share_tampered_with_in_transit_is_a_bad_share(group):
     shares[0] = dataclasses.replace(shares[0], sealed=bytes(sealed))
 
     with pytest.raises(BadShare, match="does not decrypt"):
-        group.clients[device].mask(shares, group.inputs[device])
+        group.clients[device].open_shares(shares)
 
 
 def test_a_share_redirected_to_another_device_is_refused(group):
@@ -208,7 +208,7 @@ def test_a_share_redirected_to_another_device_is_refused(group):
     theirs = group.server.shares_for(other)
 
     with pytest.raises(NotInGroup, match=f"for device {other}"):
-        group.clients[device].mask(theirs, group.inputs[device])
+        group.clients[device].open_shares(theirs)
 
 
 def test_too_few_neighbours_left_make_a_client_stop_instead_of_sharing(group):
@@ -254,9 +254,10 @@ def test_a_masked_vector_of_floats_is_malformed():
 def test_a_client_refuses_an_input_outside_the_field(group, values, error):
     shared(group)
     device = first(group)
+    group.clients[device].open_shares(group.server.shares_for(device))
 
     with pytest.raises(error):
-        group.clients[device].mask(group.server.shares_for(device), values)
+        group.clients[device].mask(values)
 
 
 def test_a_masked_input_from_a_device_that_sent_no_shares_is_refused(group):
@@ -271,7 +272,8 @@ def test_a_masked_input_from_a_device_that_sent_no_shares_is_refused(group):
 def test_a_replayed_masked_input_is_refused(group):
     shared(group)
     device = first(group)
-    message = group.clients[device].mask(group.server.shares_for(device), group.inputs[device])
+    group.clients[device].open_shares(group.server.shares_for(device))
+    message = group.clients[device].mask(group.inputs[device])
     group.server.receive(message)
 
     with pytest.raises(ReplayedMessage, match="masked input"):
@@ -326,6 +328,25 @@ def test_client_steps_out_of_order_are_refused(group):
     client.advertise()
     with pytest.raises(OutOfOrder, match="follows new"):
         client.advertise()
+    with pytest.raises(OutOfOrder, match="follows opened"):
+        client.mask(group.inputs[first(group)])
+
+
+def test_a_device_whose_upload_was_lost_can_still_help_unmask(group):
+    shared(group)
+    lost = first(group)
+    for device, client in group.clients.items():
+        client.open_shares(group.server.shares_for(device))
+        if device != lost:
+            group.server.receive(client.mask(group.inputs[device]))
+    group.server.close_round()
+    request = group.server.unmask_request_for(lost)
+
+    answer = group.clients[lost].unmask(request)
+
+    assert {owner for owner, _ in answer.self_mask_shares} == set(request.survivors)
+    with pytest.raises(NotInGroup, match="no masked input"):
+        group.server.receive(answer)
 
 
 def test_messages_to_an_abandoned_group_are_refused(group):
