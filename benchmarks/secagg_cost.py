@@ -68,7 +68,7 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from fedge.codecs import parse_codec
-    from fedge.secagg import GroupParams, GroupServer, SecAggClient, Stage
+    from fedge.secagg import GroupParams, GroupServer, MaskedInput, SecAggClient, Stage
     from fedge.secagg.crypto import expand_mask, raw_public
     from fedge.secagg.messages import SEALED_BYTES
 
@@ -77,7 +77,12 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     threshold = min(THRESHOLD, degree // 2 + 1)
     ids = tuple(range(members))
     params = GroupParams(
-        group=1, members=ids, degree=degree, threshold=threshold, bits=bits, length=length,
+        group=1,
+        members=ids,
+        degree=degree,
+        threshold=threshold,
+        bits=bits,
+        length=length,
         graph_seed=os.urandom(32),
     )
     identities = {d: Ed25519PrivateKey.generate() for d in ids}
@@ -88,7 +93,7 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     server = GroupServer(params, directory)
     prepare_ms: list[float] = []
-    for d, client in clients.items():
+    for client in clients.values():
         message, ms = timed(client.advertise)
         prepare_ms.append(ms)
         server.receive(message)
@@ -104,19 +109,19 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     order = rng.permutation(np.arange(1, members))
     dropped = {rate: set(order[: round(rate * members)].tolist()) for rate in DROPOUTS}
     servers = {rate: GroupServer.from_bytes(after_sharing, directory) for rate in DROPOUTS}
-    real = full or members * length <= 200_000_000
+    real = full or members * length <= 10_000_000
     measured = set(ids) if real else set(ids[:5])
-    mask_ms, receive_ms, inputs_sum = [], [], np.zeros(length, np.int64)
+    mask_ms, receive_ms = [], []
     sums = {rate: np.zeros(length, np.int64) for rate in DROPOUTS}
     forks: dict[float, dict[int, SecAggClient]] = {rate: {} for rate in DROPOUTS}
     for d, client in clients.items():
         x = rng.integers(0, 256, length)
+        client.open_shares(server.shares_for(d))
         if d in measured:
-            message, ms = timed(lambda c=client, d=d, x=x: c.mask(server.shares_for(d), x))
+            message, ms = timed(lambda c=client, x=x: c.mask(x))
             mask_ms.append(ms)
         else:  # the server cannot tell these from masked inputs; its unmasking work is the same
-            client.mask(server.shares_for(d), x[:0].repeat(0).astype(np.int64).resize(0) or x)
-            message = type(message)(1, d, rng.integers(0, 1 << bits, length, dtype=np.uint32))
+            message = MaskedInput(1, d, rng.integers(0, 1 << bits, length, dtype=np.uint32))
         for rate, group_server in servers.items():
             if d in dropped[rate]:
                 continue
@@ -124,7 +129,6 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
             receive_ms.append(ms)
             sums[rate] += x
             forks[rate][d] = copy.copy(client)
-    del inputs_sum
     unmask_ms, exact = {}, {}
     for rate, group_server in servers.items():
         group_server.close_round()
@@ -133,9 +137,10 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
         stage, ms = timed(group_server.close_round)
         assert stage is Stage.DONE, group_server.state.abandoned
         unmask_ms[rate] = ms
-        exact[rate] = bool(np.array_equal(group_server.result(), sums[rate] % (1 << bits))) if real else None
-    _, floor_ms = timed(lambda: expand_mask(os.urandom(32), length, bits))
-    _, floor_ms = timed(lambda: expand_mask(os.urandom(32), length, bits))
+        exact[rate] = (
+            bool(np.array_equal(group_server.result(), sums[rate] % (1 << bits))) if real else None
+        )
+    floor_ms = min(timed(lambda: expand_mask(os.urandom(32), length, bits))[1] for _ in range(3))
 
     k = degree
     sent = {
@@ -144,7 +149,11 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
         "masked_input": 16 + (length * bits + 7) // 8,
         "unmasking": 16 + k * (8 + 64),
     }
-    received = {"keys": k * sent["advertise"], "shares": k * (16 + SEALED_BYTES), "request": 16 + 8 * k}
+    received = {
+        "keys": k * sent["advertise"],
+        "shares": k * (16 + SEALED_BYTES),
+        "request": 16 + 8 * k,
+    }
     return {
         "members": members,
         "length": length,
@@ -179,7 +188,7 @@ def flower_primitives(degree: int, threshold: int, lengths: list[int]) -> dict[s
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 
     sk, pk = generate_key_pairs()
-    sk2, pk2 = generate_key_pairs()
+    _, pk2 = generate_key_pairs()
     _, keygen = timed(generate_key_pairs)
     key, ecdh = timed(lambda: generate_shared_key(sk, pk2))
     pem = private_key_to_bytes(sk)
@@ -194,9 +203,17 @@ def flower_primitives(degree: int, threshold: int, lengths: list[int]) -> dict[s
     for length in lengths:
         _, prg[str(length)] = timed(lambda n=length: pseudo_rand_gen(key, 1 << 18, [(n,)]))
     return {
-        "keygen": keygen, "ecdh": ecdh, "split_seed": split_seed, "split_key": split_key,
-        "combine_seed": combine_seed, "combine_key": combine_key, "seal": seal, "open": unseal,
-        "prg": prg, "share_bytes": len(shares_b[0]) + len(shares_sk[0]), "token_bytes": len(token),
+        "keygen": keygen,
+        "ecdh": ecdh,
+        "split_seed": split_seed,
+        "split_key": split_key,
+        "combine_seed": combine_seed,
+        "combine_key": combine_key,
+        "seal": seal,
+        "open": unseal,
+        "prg": prg,
+        "share_bytes": len(shares_b[0]) + len(shares_sk[0]),
+        "token_bytes": len(token),
         "public_key_bytes": len(pk.public_bytes(*_pem_public())),
     }
 
@@ -207,14 +224,23 @@ def _pem_public() -> tuple[Any, Any]:
     return serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
 
 
-def run_flower(degree: int, threshold: int, lengths: list[int]) -> tuple[dict[str, Any] | None, str]:
+def run_flower(
+    degree: int, threshold: int, lengths: list[int]
+) -> tuple[dict[str, Any] | None, str]:
     """Flower's primitive costs from .venv-flower, or None and why not."""
     if not FLOWER_PYTHON.exists():
         return None, f"{FLOWER_PYTHON.relative_to(ROOT)} is missing (make vs-flower builds it)"
     command = [
-        str(FLOWER_PYTHON), "-m", "benchmarks.secagg_cost", "--flower-primitives",
-        "--degree", str(degree), "--threshold", str(threshold),
-        "--lengths", ",".join(map(str, lengths)),
+        str(FLOWER_PYTHON),
+        "-m",
+        "benchmarks.secagg_cost",
+        "--flower-primitives",
+        "--degree",
+        str(degree),
+        "--threshold",
+        str(threshold),
+        "--lengths",
+        ",".join(map(str, lengths)),
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -223,7 +249,9 @@ def run_flower(degree: int, threshold: int, lengths: list[int]) -> tuple[dict[st
     return json.loads(done.stdout.strip().splitlines()[-1]), ""
 
 
-def flower_composed(flower: dict[str, Any], figures: dict[str, Any], rate: float) -> dict[str, float]:
+def flower_composed(
+    flower: dict[str, Any], figures: dict[str, Any], rate: float
+) -> dict[str, float]:
     """Flower's device and server times at these sizes, composed from its primitive costs."""
     k, n, m = figures["degree"], figures["members"], str(figures["length"])
     prepare = 2 * flower["keygen"] + flower["split_seed"] + flower["split_key"]
@@ -247,18 +275,34 @@ def report(results: list[dict[str, Any]], flower: dict[str, Any] | None, why: st
         device = r["device_prepare_ms"] + r["device_mask_ms"]
         peer = flower_composed(flower, r, 0.0)["device_ms"] if flower else None
         protocol = sum(r["bytes_sent"].values()) - r["bytes_sent"]["masked_input"]
-        rows.append([
-            f"n={r['members']:,} m={r['length']:,}", f"{r['degree']}/{r['threshold']}",
-            str(r["bits"]), cell(r["device_prepare_ms"], 1), cell(r["device_mask_ms"], 1),
-            cell(device / r["one_mask_ms"], 1), cell(peer, 1), cell(ratio(peer, device), 1),
-            f"{protocol + sum(r['bytes_received'].values()):,}",
-            cell(r["bytes_sent"]["masked_input"] / r["plain_upload_bytes"], 2),
-        ])
+        rows.append(
+            [
+                f"n={r['members']:,} m={r['length']:,}",
+                f"{r['degree']}/{r['threshold']}",
+                str(r["bits"]),
+                cell(r["device_prepare_ms"], 1),
+                cell(r["device_mask_ms"], 1),
+                cell(device / r["one_mask_ms"], 1),
+                cell(peer, 1),
+                cell(ratio(peer, device), 1),
+                f"{protocol + sum(r['bytes_received'].values()):,}",
+                cell(r["bytes_sent"]["masked_input"] / r["plain_upload_bytes"], 2),
+            ]
+        )
     print("\nPer device (one core, median over devices)")
     print_table(
-        [("group", 22), ("k/t", 7), ("bits", 6), ("keys ms", 10), ("mask ms", 10),
-         ("x 1 mask", 10), ("Flower ms", 11), ("x ours", 8), ("protocol B", 12),
-         ("y / fix8", 10)],
+        [
+            ("group", 22),
+            ("k/t", 7),
+            ("bits", 6),
+            ("keys ms", 10),
+            ("mask ms", 10),
+            ("x 1 mask", 10),
+            ("Flower ms", 11),
+            ("x ours", 8),
+            ("protocol B", 12),
+            ("y / fix8", 10),
+        ],
         rows,
         notes=[
             "keys = advertise + share keys; mask = open shares + k+1 masks; x 1 mask = device "
@@ -273,19 +317,32 @@ def report(results: list[dict[str, Any]], flower: dict[str, Any] | None, why: st
             ms = r["server_unmask_ms"][rate]
             peer = flower_composed(flower, r, rate)["server_unmask_ms"] if flower else None
             exact = r["sum_exact"][rate]
-            rows.append([
-                f"n={r['members']:,} m={r['length']:,}", f"{rate:.0%}", cell(ms / 1e3, 2),
-                cell(r["server_receive_ms"], 2), cell(None if peer is None else peer / 1e3, 2),
-                cell(ratio(peer, ms), 1), "-" if exact is None else ("yes" if exact else "NO"),
-            ])
+            rows.append(
+                [
+                    f"n={r['members']:,} m={r['length']:,}",
+                    f"{rate:.0%}",
+                    cell(ms / 1e3, 2),
+                    cell(r["server_receive_ms"], 2),
+                    cell(None if peer is None else peer / 1e3, 2),
+                    cell(ratio(peer, ms), 1),
+                    "-" if exact is None else ("yes" if exact else "NO"),
+                ]
+            )
     print("\nServer unmasking (one core; dropouts after sharing keys, before masked upload)")
     print_table(
-        [("group", 22), ("dropout", 9), ("unmask s", 10), ("recv ms/y", 11), ("Flower s", 10),
-         ("x ours", 8), ("exact", 7)],
-        rows,
-        notes=[f"Flower peer skipped: {why}"] if flower is None else [
-            "Flower = its primitives measured in .venv-flower, composed with the same counts"
+        [
+            ("group", 22),
+            ("dropout", 9),
+            ("unmask s", 10),
+            ("recv ms/y", 11),
+            ("Flower s", 10),
+            ("x ours", 8),
+            ("exact", 7),
         ],
+        rows,
+        notes=[f"Flower peer skipped: {why}"]
+        if flower is None
+        else ["Flower = its primitives measured in .venv-flower, composed with the same counts"],
     )
 
 
@@ -321,8 +378,11 @@ def main() -> None:
             "quick": args.quick,
             "seconds": time.perf_counter() - started,
             "groups": [
-                {**r, "server_unmask_ms": {str(k): v for k, v in r["server_unmask_ms"].items()},
-                 "sum_exact": {str(k): v for k, v in r["sum_exact"].items()}}
+                {
+                    **r,
+                    "server_unmask_ms": {str(k): v for k, v in r["server_unmask_ms"].items()},
+                    "sum_exact": {str(k): v for k, v in r["sum_exact"].items()},
+                }
                 for r in results
             ],
             "flower": flower,
