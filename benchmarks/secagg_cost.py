@@ -7,7 +7,8 @@ n (100, 1,000; k = 40 neighbours, threshold 21) and model size m (100 K, 1 M int
 
 - per device: advertise + share keys (k signature checks, 2k X25519, Shamir of 2 secrets, k
   AES-GCM seals) and masking (k opens, k+1 ChaCha20 masks of m words), median over devices;
-  bytes sent and received, the masked vector counted bit-packed at sum_bits;
+  bytes sent and received (the masked vector as ``fedge.secagg.packing`` encodes it, sum_bits
+  bits a word; the small messages at their fields' sizes);
 - server: the unmasking at 0 / 10 / 30 % of the group dropped after sharing keys and before
   uploading (the costly case: each dropout's key is rebuilt and its masks with every surviving
   neighbour regenerated), and whether the sum came out exact.
@@ -71,6 +72,7 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     from fedge.secagg import GroupParams, GroupServer, MaskedInput, SecAggClient, Stage
     from fedge.secagg.crypto import expand_mask, raw_public
     from fedge.secagg.messages import SEALED_BYTES
+    from fedge.secagg.packing import packed_size
 
     bits = parse_codec(CODEC).sum_bits(members)
     degree = min(DEGREE, members - 1 if members - 1 <= DEGREE else DEGREE)
@@ -146,7 +148,7 @@ def run_sizes(members: int, length: int, *, full: bool) -> dict[str, Any]:
     sent = {
         "advertise": 8 + 8 + 32 + 32 + 64,
         "share_keys": 16 + k * (16 + SEALED_BYTES),
-        "masked_input": 16 + (length * bits + 7) // 8,
+        "masked_input": packed_size(length, bits),
         "unmasking": 16 + k * (8 + 64),
     }
     received = {
