@@ -22,6 +22,7 @@ unless a test injects another.
 from __future__ import annotations
 
 import enum
+import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedge.secagg import crypto, field
 from fedge.secagg.errors import (
@@ -229,6 +231,68 @@ class SecAggClient:
             self_mask_shares=tuple((u, self._held[u][0]) for u in sorted(request.survivors)),
             key_shares=tuple((u, self._held[u][1]) for u in sorted(request.dropouts)),
         )
+
+    def to_bytes(self) -> bytes:
+        """Everything the client holds, secrets included, for a device to store between rounds.
+
+        Store it where the device keeps its token (owner-only), and store it *before* sending a
+        step's message: a client restored to an earlier stage could answer a second, different
+        unmask request, which is the one thing a device must never do.
+        """
+        state = {
+            "params": self.params.to_json(),
+            "device": self.device,
+            "stage": self.stage.name,
+            "cipher": crypto.raw_private(self._cipher).hex(),
+            "mask": crypto.raw_private(self._mask).hex(),
+            "self_seed": self._self_seed.hex(),
+            "peers": [
+                [k.device, k.cipher_key.hex(), k.mask_key.hex(), k.signature.hex()]
+                for k in self._peers.values()
+            ],
+            "held": [[sender, b.hex(), s.hex()] for sender, (b, s) in self._held.items()],
+        }
+        return json.dumps(state, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        identity: Ed25519PrivateKey,
+        identities: Mapping[int, bytes],
+        random_bytes: crypto.RandomBytes = os.urandom,
+    ) -> SecAggClient:
+        """A client restored from :meth:`to_bytes`; bytes that do not parse are refused."""
+        try:
+            state = json.loads(data)
+            params = GroupParams.from_json(state["params"])
+            client = cls(
+                params,
+                int(state["device"]),
+                identity=identity,
+                identities=identities,
+                random_bytes=random_bytes,
+            )
+            client.stage = ClientStage[state["stage"]]
+            client._cipher = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["cipher"]))
+            client._mask = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["mask"]))
+            client._self_seed = bytes.fromhex(state["self_seed"])
+            for device, cipher, mask, signature in state["peers"]:
+                client._peers[int(device)] = AdvertiseKeys(
+                    params.group,
+                    int(device),
+                    bytes.fromhex(cipher),
+                    bytes.fromhex(mask),
+                    bytes.fromhex(signature),
+                )
+            for sender, b, s in state["held"]:
+                client._held[int(sender)] = (bytes.fromhex(b), bytes.fromhex(s))
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, MalformedMessage):
+                raise
+            raise MalformedMessage(f"the stored client state does not parse: {error!r}") from None
+        return client
 
     def pairwise_seed(self, peer: int) -> bytes:
         """The 256-bit seed this device shares with ``peer`` (what a colluding peer would know)."""

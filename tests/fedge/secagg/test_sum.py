@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedge.secagg import GroupAbandoned, Stage
+from fedge.secagg import GroupAbandoned, MalformedMessage, OutOfOrder, SecAggClient, Stage
 from tests.fedge.secagg.group import ROUNDS, make_group, run_group, run_round
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,3 +145,46 @@ def test_the_server_waits_only_for_devices_that_can_still_send():
     assert group.params.members[0] not in waiting
     assert waiting <= set(group.params.members[1:])
     assert all(len(group.server.keys_for(d)) >= 3 for d in waiting)
+
+
+def test_clients_restored_from_their_bytes_at_every_round_give_the_same_sum():
+    group = make_group(12, seed=12)
+    dropped = {group.params.members[4]}
+    for round_ in range(ROUNDS):
+        group.clients = {
+            d: SecAggClient.from_bytes(
+                c.to_bytes(), identity=group.identities[d], identities=group.directory
+            )
+            for d, c in group.clients.items()
+        }
+        run_round(group, round_, dropped if round_ == 2 else set())
+
+    assert group.server.stage is Stage.DONE
+    assert np.array_equal(
+        group.server.result().astype(np.uint64), group.plain_sum(sorted(group.sent[2]))
+    )
+
+
+def test_a_restored_client_that_has_answered_its_unmask_request_answers_no_other():
+    group = make_group(8, seed=13)
+    for round_ in range(3):
+        run_round(group, round_)
+    device = group.params.members[0]
+    request = group.server.unmask_request_for(device)
+    group.clients[device].unmask(request)
+
+    restored = SecAggClient.from_bytes(
+        group.clients[device].to_bytes(),
+        identity=group.identities[device],
+        identities=group.directory,
+    )
+
+    with pytest.raises(OutOfOrder, match="the client is done"):
+        restored.unmask(request)
+
+
+def test_client_bytes_that_do_not_parse_are_refused():
+    group = make_group(4, seed=14, degree=3, threshold=2)
+
+    with pytest.raises(MalformedMessage, match="does not parse"):
+        SecAggClient.from_bytes(b"{}", identity=group.identities[1000], identities=group.directory)
