@@ -23,7 +23,7 @@ from fedge.secagg.errors import (
     WeakSeed,
     WrongSize,
 )
-from fedge.secagg.graph import default_degree, default_threshold
+from fedge.secagg.graph import default_degree, default_threshold, dropout_threshold, exposure
 from fedge.secagg.messages import (
     AdvertiseKeys,
     EncryptedShare,
@@ -66,5 +66,7 @@ __all__ = [
     "WrongSize",
     "default_degree",
     "default_threshold",
+    "dropout_threshold",
     "expand_mask",
+    "exposure",
 ]

@@ -31,8 +31,67 @@ def default_degree(members: int) -> int:
 
 
 def default_threshold(degree: int) -> int:
-    """⌊k/2⌋ + 1 of the k neighbours: a strict majority, which a lying server needs twice."""
+    """⌊k/2⌋ + 1 of the k neighbours: a strict majority, which a lying server needs twice.
+
+    It survives little dropout at k ≈ 40 (see :func:`dropout_threshold`).
+    """
     return degree // 2 + 1
+
+
+def _binomial_below(trials: int, p: float, limit: int) -> float:
+    """P(Binomial(trials, p) < limit), summed in logs (no overflow for large k)."""
+    if p <= 0.0:
+        return 1.0 if limit > 0 else 0.0
+    if p >= 1.0:
+        return 1.0 if limit > trials else 0.0
+    total = 0.0
+    for i in range(min(limit, trials + 1)):
+        log_term = (
+            math.lgamma(trials + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(trials - i + 1)
+            + i * math.log(p)
+            + (trials - i) * math.log1p(-p)
+        )
+        total += math.exp(log_term)
+    return min(total, 1.0)
+
+
+def dropout_threshold(
+    members: int, degree: int, *, dropout: float, abandon_probability: float = 1e-6
+) -> int:
+    """The largest threshold t that keeps a group alive through ``dropout`` but for a small chance.
+
+    Each device is gone by the end with chance ``dropout``; t is the largest with the expected
+    number of survivors with fewer than t surviving neighbours (which abandons the group) at
+    most ``abandon_probability`` (a union bound over n).
+
+    At k = 40 and 30 % dropout this is 11 (n = 100) and 10 (n = 1,000); the majority
+    ⌊k/2⌋ + 1 = 21 would abandon such groups almost surely. A lower t tolerates fewer
+    colluding neighbours (t − 1): docs/secure-aggregation.md tabulates the trade-off.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidParameters(f"dropout must be in [0, 1), got {dropout}")
+    check_degree(members, degree)
+    fits = [
+        t
+        for t in range(2, degree + 1)
+        if members * _binomial_below(degree, 1.0 - dropout, t) <= abandon_probability
+    ]
+    if not fits:
+        raise InvalidParameters(
+            f"no threshold of at least 2 keeps groups of {members} with degree {degree} alive "
+            f"at {dropout:.0%} dropout; raise the degree"
+        )
+    return max(fits)
+
+
+def exposure(members: int, degree: int, threshold: int, *, corrupt: float) -> float:
+    """Expected number of devices with ≥ t corrupt neighbours, each device corrupt w.p. ``corrupt``.
+
+    Those are the devices whose input t colluders and the server could unmask.
+    """
+    return members * (1.0 - _binomial_below(degree, corrupt, threshold))
 
 
 def check_degree(members: int, degree: int) -> None:

@@ -27,8 +27,10 @@ class GroupParams:
     """One group's parameters; invalid ones are an :class:`InvalidParameters` naming the field.
 
     ``members`` are device ids (ascending, distinct, < 2^64); ``degree`` the neighbour count k;
-    ``threshold`` t shares of k rebuild a secret (2t > k, so a server that tells half the
-    neighbours "dropped" and half "survived" still cannot rebuild both secrets of one device);
+    ``threshold`` t shares of k rebuild a secret: t − 1 colluding neighbours learn nothing, and
+    every survivor needs t surviving neighbours (:func:`~fedge.secagg.graph.dropout_threshold`);
+    with 2t > k even a server that lies about who dropped cannot rebuild both secrets of a
+    device (:attr:`resists_lying_server`);
     ``bits`` the masking field Z_2^bits (the codec's ``sum_bits(n)``); ``length`` the integers
     per input; ``graph_seed`` ≥ 16 public random bytes that draw the graph.
     """
@@ -51,10 +53,9 @@ class GroupParams:
         ):
             raise InvalidParameters("members must be distinct device ids in [0, 2^64), ascending")
         check_degree(len(self.members), self.degree)
-        if not (2 <= self.threshold <= self.degree and 2 * self.threshold > self.degree):
+        if not 2 <= self.threshold <= self.degree:
             raise InvalidParameters(
-                f"threshold must be in [2, degree] and above degree/2: got {self.threshold} "
-                f"for degree {self.degree}"
+                f"threshold must be in [2, degree]: got {self.threshold} for degree {self.degree}"
             )
         if not 1 <= self.bits <= MAX_BITS:
             raise InvalidParameters(f"bits must be in [1, {MAX_BITS}], got {self.bits}")
@@ -62,6 +63,11 @@ class GroupParams:
             raise InvalidParameters(f"length must be at least 1, got {self.length}")
         if len(self.graph_seed) < 16:
             raise InvalidParameters("graph_seed needs at least 16 bytes")
+
+    @property
+    def resists_lying_server(self) -> bool:
+        """2t > k: no split of honest neighbours gives a server t shares of both secrets."""
+        return 2 * self.threshold > self.degree
 
     @cached_property
     def neighbours(self) -> dict[int, tuple[int, ...]]:

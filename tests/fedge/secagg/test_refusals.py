@@ -368,7 +368,6 @@ def test_a_result_before_unmasking_is_out_of_order(group):
         {"members": (3, 2, 1)},
         {"degree": 3},
         {"threshold": 1},
-        {"threshold": 2},  # not above degree / 2
         {"threshold": 5},
         {"bits": 0},
         {"bits": 65},
