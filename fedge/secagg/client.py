@@ -191,9 +191,10 @@ class SecAggClient:
         self._step(ClientStage.OPENED)
         words = self._integers(values)
         dtype = crypto.mask_dtype(self.params.bits)
-        masked = words + crypto.expand_mask(self._self_seed, self.params.length, self.params.bits)
+        # Whole words, reduced once at the end (crypto.expand_words says why that is exact).
+        masked = words + crypto.expand_words(self._self_seed, self.params.length, self.params.bits)
         for peer in sorted(self._held):
-            pairwise = crypto.expand_mask(
+            pairwise = crypto.expand_words(
                 self.pairwise_seed(peer), self.params.length, self.params.bits
             )
             if mask_sign(self.device, peer) > 0:

@@ -109,16 +109,27 @@ def mask_dtype(bits: int) -> type[np.uint32] | type[np.uint64]:
 
 def expand_mask(seed: bytes, length: int, bits: int) -> Mask:
     """The mask of ``length`` words uniform mod 2^bits that ``seed`` (≥ 128 bits) expands to."""
+    words = expand_words(seed, length, bits)
+    if bits in (32, 64):
+        return words
+    return np.bitwise_and(words, words.dtype.type((1 << bits) - 1))
+
+
+def expand_words(seed: bytes, length: int, bits: int) -> Mask:
+    """The same mask before its reduction mod 2^bits: whole uint32 / uint64 words.
+
+    Sums of these reduced once at the end equal sums of reduced masks (2^bits divides the
+    word's 2^32 or 2^64), so the client and the server skip one pass per mask.
+    """
     if len(seed) < MIN_SEED_BYTES:
         raise WeakSeed(f"a mask seed needs at least {8 * MIN_SEED_BYTES} bits, got {8 * len(seed)}")
     dtype = mask_dtype(bits)
     key = seed if len(seed) == KEY_BYTES else _stretch(seed)
     stream = Cipher(algorithms.ChaCha20(key, _ZERO_NONCE), mode=None).encryptor()
     raw = stream.update(bytes(length * np.dtype(dtype).itemsize))
-    words = cast(Mask, np.frombuffer(raw, dtype))
-    if bits in (32, 64):
-        return words
-    return np.bitwise_and(words, dtype((1 << bits) - 1))
+    return cast(
+        Mask, np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+    )
 
 
 def _stretch(seed: bytes) -> bytes:

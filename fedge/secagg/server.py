@@ -278,7 +278,7 @@ class GroupServer:
         total = s.total.copy()
         for survivor in s.masked:
             (seed,) = _rebuild(self_shares.get(survivor, []), params.threshold, f"b_{survivor}")
-            total -= crypto.expand_mask(seed, params.length, params.bits)
+            total -= crypto.expand_words(seed, params.length, params.bits)  # reduced at the end
         for dropout in sorted(set(s.recipients) - masked):
             neighbours = [u for u in s.recipients[dropout] if u in masked]
             if not neighbours:
@@ -294,7 +294,7 @@ class GroupServer:
                     label=PAIRWISE_MASK_LABEL,
                     context=params.digest,
                 )
-                pairwise = crypto.expand_mask(seed, params.length, params.bits)
+                pairwise = crypto.expand_words(seed, params.length, params.bits)
                 if mask_sign(survivor, dropout) > 0:
                     total -= pairwise
                 else:

@@ -13,6 +13,7 @@ from fedge.secagg import BadShare, BadSignature, InvalidParameters, WeakSeed, ex
 from fedge.secagg.crypto import (
     MIN_SEED_BYTES,
     agree,
+    expand_words,
     new_agreement_key,
     open_sealed,
     raw_public,
@@ -104,3 +105,18 @@ def test_a_forged_or_misattributed_signature_is_refused():
         verify(raw_public(device), signature, b"other keys")
     with pytest.raises(BadSignature):
         verify(raw_public(forger), signature, b"keys")
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 64), st.integers(0, 500))
+def test_whole_words_reduced_are_the_mask_and_short_seeds_are_refused_there_too(bits, length):
+    seed = bytes(range(32))
+
+    words = expand_words(seed, length, bits)
+
+    assert np.array_equal(
+        words & words.dtype.type((1 << bits) - 1) if bits % 32 else words,
+        expand_mask(seed, length, bits),
+    )
+    with pytest.raises(WeakSeed):
+        expand_words(seed[:15], length, bits)
