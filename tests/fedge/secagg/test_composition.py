@@ -1,4 +1,4 @@
-"""Secure aggregation composes with the fix{b} codecs: the unmasked sum decodes to the sum of updates."""
+"""Secure aggregation composes with fix{b} codecs: the unmasked sum decodes to the updates' sum."""
 
 from __future__ import annotations
 
