@@ -67,6 +67,7 @@ class GroupServer:
     ) -> None:
         self.params, self._identities = params, identities
         self.state = state if state is not None else GroupState(params=params)
+        self._senders: dict[int, list[int]] | None = None  # recipient → senders, once fixed
 
     @classmethod
     def from_bytes(cls, data: bytes, identities: Mapping[int, bytes]) -> GroupServer:
@@ -194,7 +195,7 @@ class GroupServer:
         """After round 3: which of the devices that sent ``device`` shares survived masking."""
         self._at(Stage.UNMASK, "unmasking is requested")
         masked = set(self.state.masked)
-        senders = sorted(u for u, to in self.state.recipients.items() if device in to)
+        senders = self._senders_of(device)
         return UnmaskRequest(
             group=self.params.group,
             recipient=device,
@@ -300,6 +301,16 @@ class GroupServer:
                 else:
                     total += pairwise
         return total & self._field_mask()
+
+    def _senders_of(self, device: int) -> list[int]:
+        """The devices that sent ``device`` a share (fixed once round 2 closed), ascending."""
+        if self._senders is None:
+            senders: dict[int, list[int]] = {}
+            for sender in sorted(self.state.recipients):
+                for recipient in self.state.recipients[sender]:
+                    senders.setdefault(recipient, []).append(sender)
+            self._senders = senders
+        return self._senders.get(device, [])
 
     def _advertised_neighbours(self, device: int) -> tuple[int, ...]:
         self.params.check_member(device)
