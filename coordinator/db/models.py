@@ -152,6 +152,7 @@ class Version(Base):
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # A DP version's ε (PLD, RDP), δ, assumptions, z, C, n_actual, clipped fraction, seeded.
     privacy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Round(Base):
@@ -195,6 +196,9 @@ class Lease(Base):
     alive_until: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     close_reason: Mapped[str | None] = mapped_column(String(64))
+    # The uplink codec and its task seed (63 bits: a signed BIGINT); NULL: float32, no seed.
+    codec: Mapped[str | None] = mapped_column(String(64))
+    codec_seed: Mapped[int | None] = mapped_column(BigInteger)
 
     # A lease is live while it is active and neither past its deadline nor silent too long.
     # Everything that counts or accepts leases asks this, so a lease is dead the moment it is
@@ -241,6 +245,8 @@ class Update(Base):
     metrics: Mapped[dict[str, Any]]
     received_at: Mapped[float] = mapped_column(Float)
     version: Mapped[int | None] = mapped_column(Integer)  # the version it went into
+    codec: Mapped[str | None] = mapped_column(String(64))  # NULL: float32
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Rejection(Base):
