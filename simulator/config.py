@@ -55,6 +55,15 @@ class Tier(BaseModel):
     share: float = Field(gt=0)
     compute_factor: float = Field(gt=0, description="training time per example vs the reference")
     memory_mb: float = Field(gt=0)
+    up_mbps: float | None = Field(
+        None, gt=0, description="median uplink of the tier; None: the population's"
+    )
+    down_mbps: float | None = Field(
+        None, gt=0, description="median downlink of the tier; None: the population's"
+    )
+    rtt_ms: float | None = Field(
+        None, gt=0, description="median round-trip latency of the tier; None: the population's"
+    )
 
 
 DEFAULT_TIERS = [
@@ -137,7 +146,7 @@ class TraceConfig(BaseModel):
 
 
 # The run's fields a job's defaults are made from (validated before ``job``).
-_JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server"}
+_JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server", "codec"}
 
 
 class SimulationConfig(BaseModel):
@@ -173,6 +182,11 @@ class SimulationConfig(BaseModel):
         description="run a DP experiment: a privacy section calibrated for this ε, which is "
         "also the budget (docs/privacy.md); the job table's privacy fields override it",
     )
+    codec: str | None = Field(
+        None,
+        description="uplink codecs the job allows, comma-separated (rot4, or float32,rot4 for "
+        "a per-device choice under job.compression's budget); None: float32",
+    )
     progress: bool = True
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
@@ -198,6 +212,7 @@ class SimulationConfig(BaseModel):
             "cohort",
             "dp_epsilon",
             "server",
+            "codec",
         } <= info.data.keys():
             _job_create(
                 _job_body(
@@ -207,6 +222,7 @@ class SimulationConfig(BaseModel):
                     cohort=info.data["cohort"],
                     plan_id=1,  # a stand-in: the plan is published when the run starts
                     dp=_dp_defaults(info.data),
+                    codec=info.data["codec"],
                 ),
                 job,
             )
@@ -227,6 +243,7 @@ class SimulationConfig(BaseModel):
             cohort=self.cohort,
             plan_id=plan_id,
             dp=_dp_defaults(self.model_dump()),
+            codec=self.codec,
         )
         return _job_create(defaults, self.job)
 
@@ -280,6 +297,7 @@ def _job_body(
     cohort: int | None,
     plan_id: int,
     dp: dict[str, Any] | None = None,
+    codec: str | None = None,
 ) -> dict[str, Any]:
     """The JobCreate fields a run of ``mode`` sets before its ``job`` table is layered on."""
     if mode == "async":
@@ -306,6 +324,9 @@ def _job_body(
     }
     if rounds is not None:
         body["max_versions"] = rounds
+    if codec is not None:  # lease seeds derived from the run's, so a run repeats
+        codecs = [name.strip() for name in codec.split(",")]
+        body["compression"] = {"codecs": codecs, "seed": seed}
     if dp is not None:
         per_version = aggregation.get("buffer_size") or aggregation["target"]
         aggregation["weighting"] = "uniform"
