@@ -145,7 +145,7 @@ def upload(
             clipped=clipped,
             metrics=metrics | {"upload_sha256": digest},
             received_at=now,
-            codec=delta.codec.name,
+            codec=lease.codec or FLOAT32,  # as received (a clipped one is stored as float32)
             upload_bytes=len(received),
         )
     )

@@ -99,7 +99,7 @@ def make_version_from_buffer(
         # The staleness recorded at acceptance is the one that counts: a restart in between
         # must not make an update staler than the device's upload was.
         state = aggregator.accept(
-            state, delta, update.num_examples, update.staleness, norm=update.norm
+            state, delta, update.num_examples, update.staleness, norm=_folded_norm(update)
         )
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
@@ -151,7 +151,9 @@ def make_version_from_round(
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     deltas = _deltas(session, reports, num_params, received or {})
     pairs = (
-        (delta, update.num_examples, update.norm)
+        (delta, update.num_examples)
+        if (norm := _folded_norm(update)) is None
+        else (delta, update.num_examples, norm)
         for update, delta in zip(reports, deltas, strict=True)
     )
     new_weights, new_state, measured = aggregator.step(
@@ -243,6 +245,11 @@ def _deltas(
             blob = get_blob(session, update.delta_sha256)
             payload = decode_update(blob, expected_length=num_params)
         yield payload
+
+
+def _folded_norm(update: Update) -> float | None:
+    """The norm measured at upload, if it is the stored delta's (not for a clipped update)."""
+    return None if update.clipped else update.norm
 
 
 def _optimizer_sha(job: Job) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from device_sdk.client import CoordinatorClient
+from device_sdk.errors import ProtocolError
 from device_sdk.runner import LocalRunner
 from device_sdk.session import SessionStats, device_session
 from fedge.manifest import PlanManifest
 from fedge.protocol import EligibilityFacts, Task
-from fedge.wire import update_size
+from fedge.wire import encode_update, update_size
 from simulator.datasets import synthetic_fedprox
 
 NUM_PARAMS = 610  # synthetic_logreg
@@ -94,3 +96,29 @@ def test_devices_on_two_links_get_two_codecs_and_their_updates_make_versions(coo
     final = coordinator.weights(job["id"], 4)
     assert np.isfinite(final).all()
     assert not np.array_equal(final, coordinator.weights(job["id"], 0))
+
+
+@pytest.mark.parametrize(
+    ("codec", "seed_offset", "reason"),
+    [("rot2", 0, "codec_mismatch"), ("rot4", 1, "seed_mismatch")],
+)
+def test_an_upload_in_another_codec_or_seed_than_its_lease_is_a_400_with_its_reason(
+    coordinator, codec, seed_offset, reason
+):
+    job = coordinator.create_job(
+        coordinator.publish_plan(), mode="async", buffer_size=1, compression={"codecs": ["rot4"]}
+    )
+    device = coordinator.device()
+    task = device.check_in(EligibilityFacts(num_examples=50))
+    body = encode_update(
+        np.full(NUM_PARAMS, 0.01, np.float32),
+        codec,
+        seed=task.codec_seed + seed_offset,
+        rng=np.random.default_rng(0),
+    )
+
+    with pytest.raises(ProtocolError) as refused:
+        device.upload(task, body, num_examples=10)
+
+    assert (refused.value.status, refused.value.reason) == (400, reason)
+    assert coordinator.job(job["id"])["current_version"] == 0
