@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 # The simulator's one import of the coordinator's job schema (pydantic only, no web stack).
-from coordinator.config import JobCreate
+from coordinator.config import CompressionConfig, JobCreate
 
 
 class PartitionConfig(BaseModel):
@@ -227,6 +227,14 @@ class SimulationConfig(BaseModel):
                 job,
             )
         return job
+
+    @field_validator("codec")
+    @classmethod
+    def _codecs_known(cls, codec: str | None) -> str | None:
+        # Checked here too: the job validator does not run when there is no job table.
+        if codec is not None:
+            CompressionConfig(codecs=[name.strip() for name in codec.split(",")])
+        return codec
 
     @model_validator(mode="after")
     def _sync_needs_cohort(self) -> SimulationConfig:
