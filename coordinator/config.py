@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from coordinator.fields import Amount, Count, Fraction, PositiveAmount, PositiveCount, Strict
+from coordinator.fields import (
+    Amount,
+    Count,
+    Fraction,
+    NonNegativeCount,
+    PositiveAmount,
+    PositiveCount,
+    Strict,
+)
 from coordinator.privacy import CappedParticipation, PrivacyConfig, check_satisfiable
+from fedge.codecs import CodecError, parse_codec
 
 
 class ContributionCap(Strict):
@@ -190,6 +199,51 @@ class PromotionConfig(Strict):
     max_epsilon: PositiveAmount | None = Field(None, description="a DP version's ε at most this")
 
 
+class CompressionConfig(Strict):
+    """The uplink codecs a job allows, and the per-task budget that picks one for each lease.
+
+    Each lease gets the least lossy allowed codec whose upload fits the budget at the device's
+    measured uplink rate (:func:`coordinator.compression.choose_codec`); without a budget, or
+    for a device that measured nothing, the least lossy allowed codec. See docs/compression.md.
+    """
+
+    codecs: list[str] = Field(
+        default_factory=lambda: ["float32"],
+        min_length=1,
+        max_length=16,
+        description="allowed uplink codecs (fedge.codecs names: float32, fp16, rot1..rot8, "
+        "eden1, randk10, randk10+rot4, fix8:range=0.05, ...), stored canonical",
+    )
+    task_bytes: PositiveCount | None = Field(
+        None, description="largest upload a task may send, in bytes. None: no byte budget"
+    )
+    task_seconds: PositiveAmount | None = Field(
+        None,
+        description="longest upload a task may take at the device's measured uplink rate. "
+        "None: no time budget",
+    )
+
+    seed: NonNegativeCount | None = Field(
+        None,
+        description="derive each lease's codec seed from this, the job, the time of issue and "
+        "the device's registration time, so a simulated run repeats (the simulator's); None: "
+        "fresh random seeds",
+    )
+
+    @field_validator("codecs")
+    @classmethod
+    def _canonical(cls, names: list[str]) -> list[str]:
+        canonical: list[str] = []
+        for name in names:
+            try:
+                codec = parse_codec(name).name
+            except CodecError as exc:
+                raise ValueError(f"codec {name!r}: {exc}") from exc
+            if codec not in canonical:
+                canonical.append(codec)
+        return canonical
+
+
 class JobCreate(Strict):
     """An admin's request for a new training job."""
 
@@ -215,6 +269,11 @@ class JobCreate(Strict):
     )
     promotion: PromotionConfig = Field(
         PromotionConfig(), description="the model registry's promotion gates"
+    )
+    compression: CompressionConfig = Field(
+        CompressionConfig(),
+        description="uplink codecs and the per-task budget that picks one per lease; see "
+        "docs/compression.md",
     )
 
     @model_validator(mode="after")
@@ -245,6 +304,12 @@ class JobCreate(Strict):
                 "privacy.participation.model: 'sampled' is not enforced by this coordinator yet "
                 "(it would have to choose each version's devices itself), so its amplified ε "
                 "would not be true; use 'capped'"
+            )
+        if self.compression.codecs != ["float32"]:
+            raise ValueError(
+                "compression.codecs: a DP job takes float32 updates only for now: a lossy "
+                "codec's error lengthens the decoded update past the clip norm C the noise is "
+                f"sized for (got {self.compression.codecs})"
             )
         per_version = aggregation.buffer_size if aggregation.mode == "async" else aggregation.target
         try:

@@ -136,6 +136,20 @@ class DatabaseCollector(Collector):
                 aggregation.add_metric([str(job_id)], seconds)
             yield aggregation
 
+            uploaded = CounterMetricFamily(
+                "fedge_upload_bytes",
+                "Bytes of accepted uploads as received, by job and uplink codec",
+                labels=["job", "codec"],
+            )
+            codec = func.coalesce(Update.codec, "float32")
+            for job_id, name, total in session.execute(
+                select(Update.job_id, codec, func.sum(Update.upload_bytes)).group_by(
+                    Update.job_id, codec
+                )
+            ):
+                uploaded.add_metric([str(job_id), name], float(total or 0))
+            yield uploaded
+
             yield from _privacy_families(session)
             yield from _fleet_families(session)
             yield from _evaluation_families(session)

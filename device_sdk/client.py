@@ -85,7 +85,7 @@ class CoordinatorClient:
     def check_in(self, facts: EligibilityFacts) -> Task | RetryWindow:
         """A task, or the window to retry within."""
         answer = protocol.parse(
-            CheckInResponse, self._json("POST", protocol.CHECK_IN, json=asdict(facts))
+            CheckInResponse, self._json("POST", protocol.CHECK_IN, json=_measured(facts))
         )
         if answer.task is not None:
             return answer.task
@@ -153,6 +153,11 @@ class CoordinatorClient:
         if response.status_code >= 400:
             raise refusal(response)
         return response
+
+
+def _measured(facts: EligibilityFacts) -> dict[str, Any]:
+    """The facts as JSON, without the rates not measured: a coordinator before codecs lacks them."""
+    return {name: value for name, value in asdict(facts).items() if value is not None}
 
 
 def refusal(response: httpx.Response) -> ProtocolError:

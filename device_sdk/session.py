@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from device_sdk.clipping import clip_to_norm
 from device_sdk.trainer import TrainResult
+from fedge.codecs import CodecError
 from fedge.protocol import (
     LEASE_GONE,
     METRIC_WITHIN_CLIP,
@@ -44,7 +46,9 @@ from fedge.protocol import (
     Task,
     UploadReceipt,
 )
-from fedge.wire import encode_vector
+from fedge.wire import encode_update, encode_vector
+
+FLOAT32 = "float32"
 
 # --- actions a session yields ---------------------------------------------------------------
 
@@ -307,7 +311,7 @@ def _run_task(
         stats.aborts += 1
         return
     trained: TrainResult = outcome
-    update = _update(task, trained)
+    update = _update(task, trained, rng)
     if update is None:  # not finite: no clip norm can bound it, and the server would refuse it
         yield Abort(task, "error")
         stats.aborts += 1
@@ -371,12 +375,13 @@ def _evaluate(
         attempt += 1
 
 
-def _update(task: Task, trained: TrainResult) -> Upload | None:
+def _update(task: Task, trained: TrainResult, rng: np.random.Generator) -> Upload | None:
     """The upload of ``trained``: clipped to the task's ``clip_norm`` first, if it has one.
 
     This is the one place a device encodes its delta, so every performer (the runner, the
-    durable runner, the simulator's fleet) clips the same way (DP-FedAvg, McMahan et al.,
-    ICLR 2018). None for a delta with non-finite values, which cannot be clipped.
+    durable runner, the simulator's fleet) clips and compresses the same way (DP-FedAvg,
+    McMahan et al., ICLR 2018). None for a delta with non-finite values, which cannot be
+    clipped or encoded.
     """
     delta, metrics = trained.delta, dict(trained.metrics)
     if task.clip_norm is not None:
@@ -385,7 +390,21 @@ def _update(task: Task, trained: TrainResult) -> Upload | None:
         except ValueError:
             return None
         metrics[METRIC_WITHIN_CLIP] = 1.0 if norm <= task.clip_norm else 0.0
-    return Upload(task, encode_vector(delta), trained.num_examples, metrics)
+    try:
+        body = encode(delta, task, rng)
+    except CodecError:
+        return None
+    return Upload(task, body, trained.num_examples, metrics)
+
+
+def encode(delta: npt.NDArray[np.float32], task: Task, rng: np.random.Generator) -> bytes:
+    """``delta`` in the task's codec under its seed (fedge.wire format 2; rounding from ``rng``).
+
+    float32 goes as a plain format-1 vector, which every coordinator reads.
+    """
+    if task.codec == FLOAT32:
+        return encode_vector(delta)
+    return encode_update(delta, task.codec, seed=task.codec_seed, rng=rng)
 
 
 def _abort_reason(reason: str) -> AbortReason:

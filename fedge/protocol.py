@@ -106,6 +106,8 @@ class Reason(StrEnum):
     WRONG_BASE_VERSION = "wrong_base_version"
     CONTRIBUTION_CAPPED = "contribution_capped"  # the device reached the job's cap: come back later
     TOO_LARGE = "too_large"
+    CODEC_MISMATCH = "codec_mismatch"  # encoded with another codec than the lease's (or unknown)
+    SEED_MISMATCH = "seed_mismatch"  # encoded under another seed than the lease's
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
@@ -225,6 +227,16 @@ class EligibilityFacts:
     free_memory_mb: Annotated[float, Bound(ge=0, number=True)] = 1024.0
     runtime: Name = ""
     sdk_version: Version = ""
+    uplink_bytes_per_second: Annotated[float, Bound(ge=0, number=True)] | None = field(
+        default=None,
+        metadata=_doc(
+            "measured upload rate; the coordinator picks the lease's codec from it and the "
+            "job's per-task budget. None: not measured"
+        ),
+    )
+    downlink_bytes_per_second: Annotated[float, Bound(ge=0, number=True)] | None = field(
+        default=None, metadata=_doc("measured download rate; None: not measured")
+    )
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,17 @@ class Task:
             "last ceil(f·n) by index, device_sdk.evaluation): train on the rest, evaluate on "
             "them. None: train on every example, and an evaluation task evaluates on all"
         ),
+    )
+    codec: str = field(
+        default="float32",
+        metadata=_doc(
+            "encode the delta with this codec (fedge.codecs names, e.g. rot4); float32 may "
+            "also be sent as a plain format-1 vector"
+        ),
+    )
+    codec_seed: int = field(
+        default=0,
+        metadata=_doc("the task seed of the codec's rotation and random-k (fedge.wire format 2)"),
     )
 
 

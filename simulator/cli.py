@@ -87,6 +87,12 @@ _SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
     "cohort": ("cohort", int, "sync mode: reports that close a round"),
     "target_accuracy": ("target_accuracy", float, "accuracy whose time-to is reported"),
     "dp_epsilon": ("dp_epsilon", float, "differential privacy: calibrate z for this ε budget"),
+    "codec": (
+        "codec",
+        str,
+        "uplink codec(s) the job allows: float32, fp16, rot1..rot8, eden1, randk10+rot4, ... "
+        "(comma-separated: each lease gets the least lossy one within job.compression's budget)",
+    ),
 }
 
 

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 # The simulator's one import of the coordinator's job schema (pydantic only, no web stack).
-from coordinator.config import JobCreate
+from coordinator.config import CompressionConfig, JobCreate
 
 
 class PartitionConfig(BaseModel):
@@ -55,6 +55,15 @@ class Tier(BaseModel):
     share: float = Field(gt=0)
     compute_factor: float = Field(gt=0, description="training time per example vs the reference")
     memory_mb: float = Field(gt=0)
+    up_mbps: float | None = Field(
+        None, gt=0, description="median uplink of the tier; None: the population's"
+    )
+    down_mbps: float | None = Field(
+        None, gt=0, description="median downlink of the tier; None: the population's"
+    )
+    rtt_ms: float | None = Field(
+        None, gt=0, description="median round-trip latency of the tier; None: the population's"
+    )
 
 
 DEFAULT_TIERS = [
@@ -137,7 +146,7 @@ class TraceConfig(BaseModel):
 
 
 # The run's fields a job's defaults are made from (validated before ``job``).
-_JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server"}
+_JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server", "codec"}
 
 
 class SimulationConfig(BaseModel):
@@ -175,6 +184,11 @@ class SimulationConfig(BaseModel):
         description="run a DP experiment: a privacy section calibrated for this ε, which is "
         "also the budget (docs/privacy.md); the job table's privacy fields override it",
     )
+    codec: str | None = Field(
+        None,
+        description="uplink codecs the job allows, comma-separated (rot4, or float32,rot4 for "
+        "a per-device choice under job.compression's budget); None: float32",
+    )
     progress: bool = True
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
@@ -200,6 +214,7 @@ class SimulationConfig(BaseModel):
             "cohort",
             "dp_epsilon",
             "server",
+            "codec",
         } <= info.data.keys():
             _job_create(
                 _job_body(
@@ -209,10 +224,19 @@ class SimulationConfig(BaseModel):
                     cohort=info.data["cohort"],
                     plan_id=1,  # a stand-in: the plan is published when the run starts
                     dp=_dp_defaults(info.data),
+                    codec=info.data["codec"],
                 ),
                 job,
             )
         return job
+
+    @field_validator("codec")
+    @classmethod
+    def _codecs_known(cls, codec: str | None) -> str | None:
+        # Checked here too: the job validator does not run when there is no job table.
+        if codec is not None:
+            CompressionConfig(codecs=[name.strip() for name in codec.split(",")])
+        return codec
 
     @model_validator(mode="after")
     def _sync_needs_cohort(self) -> SimulationConfig:
@@ -229,6 +253,7 @@ class SimulationConfig(BaseModel):
             cohort=self.cohort,
             plan_id=plan_id,
             dp=_dp_defaults(self.model_dump()),
+            codec=self.codec,
         )
         return _job_create(defaults, self.job)
 
@@ -282,6 +307,7 @@ def _job_body(
     cohort: int | None,
     plan_id: int,
     dp: dict[str, Any] | None = None,
+    codec: str | None = None,
 ) -> dict[str, Any]:
     """The JobCreate fields a run of ``mode`` sets before its ``job`` table is layered on."""
     if mode == "async":
@@ -308,6 +334,9 @@ def _job_body(
     }
     if rounds is not None:
         body["max_versions"] = rounds
+    if codec is not None:  # lease seeds derived from the run's, so a run repeats
+        codecs = [name.strip() for name in codec.split(",")]
+        body["compression"] = {"codecs": codecs, "seed": seed}
     if dp is not None:
         per_version = aggregation.get("buffer_size") or aggregation["target"]
         aggregation["weighting"] = "uniform"

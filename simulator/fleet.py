@@ -104,6 +104,8 @@ class FleetStats:
     failures: Counter[str] = field(default_factory=Counter)
     bytes_up: float = 0.0
     bytes_down: float = 0.0
+    bytes_up_by_codec: Counter[str] = field(default_factory=Counter)
+    uploads_by_codec: Counter[str] = field(default_factory=Counter)
     staleness: list[int] = field(default_factory=list)
     check_ins_by_hour: list[int] = field(default_factory=lambda: [0] * 24)
     tasks_by_hour: list[int] = field(default_factory=lambda: [0] * 24)
@@ -189,6 +191,9 @@ class Fleet:
         facts = EligibilityFacts(
             num_examples=int(population.num_examples[device]),
             free_memory_mb=float(population.memory_mb[device]),
+            # The device's measured link (the agent measures its own transfers): kbit/s → B/s.
+            uplink_bytes_per_second=float(population.up_kbps[device]) * 125.0,
+            downlink_bytes_per_second=float(population.down_kbps[device]) * 125.0,
             runtime=RUNTIME,
             sdk_version=SDK_VERSION,
         )
@@ -354,6 +359,8 @@ class Fleet:
     def _arrive(self, busy: Busy, upload: Upload) -> None:
         device = busy.device
         self.stats.bytes_up += len(upload.update)
+        self.stats.bytes_up_by_codec[upload.task.codec] += len(upload.update)
+        self.stats.uploads_by_codec[upload.task.codec] += 1
         receipt = self._call(
             device,
             lambda: self.client.upload(

@@ -185,12 +185,20 @@ def synthesize(
     jitter = rng.lognormal(0.0, config.compute_jitter, size=num_devices)
     ms = (config.reference_ms_per_example * factors * jitter).astype(np.float32)
 
-    def lognormal(median: float, sigma: float) -> npt.NDArray[np.float64]:
+    def per_tier(field: str, default: float) -> npt.NDArray[np.float64]:
+        """Each device's median of ``field``: its tier's, or the population's default."""
+        medians = [getattr(t, field) for t in config.tiers]
+        return np.array([default if m is None else m for m in medians], dtype=np.float64)[tier]
+
+    def lognormal(median: float | npt.NDArray[np.float64], sigma: float) -> npt.NDArray[np.float64]:
         return rng.lognormal(np.log(median), sigma, size=num_devices)
 
-    down = (lognormal(config.down_mbps_median, config.bandwidth_sigma) * 1000).astype(np.float32)
-    up = (lognormal(config.up_mbps_median, config.bandwidth_sigma) * 1000).astype(np.float32)
-    rtt = (lognormal(config.rtt_ms_median, 0.5) / 1000).astype(np.float32)
+    down_median = per_tier("down_mbps", config.down_mbps_median)
+    up_median = per_tier("up_mbps", config.up_mbps_median)
+    rtt_median = per_tier("rtt_ms", config.rtt_ms_median)
+    down = (lognormal(down_median, config.bandwidth_sigma) * 1000).astype(np.float32)
+    up = (lognormal(up_median, config.bandwidth_sigma) * 1000).astype(np.float32)
+    rtt = (lognormal(rtt_median, 0.5) / 1000).astype(np.float32)
     if config.diurnal:
         night = rng.random(num_devices) < config.night_share
         night_start = rng.normal(

@@ -66,6 +66,14 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "staleness": _distribution(staleness),
         "bytes_up": int(stats.bytes_up),
         "bytes_down": int(stats.bytes_down),
+        "codecs": config.job_config(1).compression.codecs,
+        "bytes_up_by_codec": dict(stats.bytes_up_by_codec),
+        "uploads_by_codec": dict(stats.uploads_by_codec),
+        "bytes_up_per_upload": (
+            round(stats.bytes_up / sum(stats.uploads_by_codec.values()), 1)
+            if stats.uploads_by_codec
+            else None
+        ),
         "accuracy_per_device": {
             "devices": len(fairness),
             "mean": float(np.mean(fairness)) if fairness else math.nan,

@@ -13,6 +13,7 @@ objects and persists the states they return (plain arrays and scalars).
 from coordinator.aggregation.accumulator import (
     AccumulatorState,
     Averaging,
+    Delta,
     FloatArray,
     SumArray,
     WeightedSum,
@@ -35,7 +36,7 @@ from coordinator.aggregation.errors import (
 )
 from coordinator.aggregation.fedavg import FedAvgRound, RoundMeasurements
 from coordinator.aggregation.fedbuff import BufferMeasurements, BufferState, FedBuffBuffer
-from coordinator.aggregation.norms import NormMoments, l2_norm, update_norm
+from coordinator.aggregation.norms import Magnitudes, NormMoments, l2_norm, magnitudes, update_norm
 from coordinator.aggregation.server_optimizers import (
     FedAdam,
     FedAvgM,
@@ -63,6 +64,7 @@ __all__ = [
     "BufferState",
     "CohortPlan",
     "Constant",
+    "Delta",
     "FedAdam",
     "FedAvgM",
     "FedAvgRound",
@@ -70,6 +72,7 @@ __all__ = [
     "FedYogi",
     "FloatArray",
     "Hinge",
+    "Magnitudes",
     "NonFiniteError",
     "NormBound",
     "NormMoments",
@@ -91,6 +94,7 @@ __all__ = [
     "configured",
     "fit_report_times",
     "l2_norm",
+    "magnitudes",
     "plan_cohort",
     "server_optimizer_from_config",
     "staleness_from_config",

@@ -4,6 +4,10 @@ Updates arrive one at a time (the service streams them from stored blobs), so th
 folded in as they come, never stacked, unlike Flower's list-based ``aggregate``. The running sum
 is kept in float64: a float32 sum of thousands of updates loses the low bits of each, and the
 result would depend on arrival order. Only the mean is rounded back to float32.
+
+An update is a float32 vector or an encoded :class:`~fedge.codecs.Payload` (a compressed
+upload, a view of the received bytes): a payload is decoded block by block straight into the
+new sum, so no float copy of it is ever made (docs/compression.md).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.aggregation.errors import AggregationError, NonFiniteError
+from fedge.codecs import CodecError, Payload
 
 FloatArray = npt.NDArray[np.float32]
 SumArray = npt.NDArray[np.float64]
 ArrayT = TypeVar("ArrayT", bound=npt.NDArray[Any])
+# A delta as the aggregators take it: float32, or still encoded (decoded as it is added).
+Delta = FloatArray | Payload
 
 # An update's weight in a mean: its example count (FedAvg, McMahan et al. 2017) or 1 each.
 Weighting = Literal["examples", "uniform"]
@@ -44,6 +51,14 @@ def check_vector(vector: FloatArray, *, num_params: int, what: str = "delta") ->
     if not np.isfinite(vector).all():
         bad = int(np.size(vector) - np.count_nonzero(np.isfinite(vector)))
         raise AggregationError(f"{what} has {bad} non-finite (NaN or Inf) values")
+
+
+def check_payload(payload: Payload, *, num_params: int, what: str = "delta") -> None:
+    """Refuse an encoded delta of another length than the model's (its bytes were checked)."""
+    if payload.length != num_params:
+        raise AggregationError(
+            f"{what} has {payload.length} values, expected {num_params} for this model"
+        )
 
 
 def check_weight(weight: float) -> None:
@@ -104,15 +119,27 @@ class WeightedSum:
         total = read_only(np.zeros(num_params, dtype=np.float64))
         return AccumulatorState(total=total, weight=0.0, count=0)
 
-    def add(self, state: AccumulatorState, delta: FloatArray, *, weight: float) -> AccumulatorState:
-        """Fold in ``weight × delta``; ``delta`` must be finite float32 of the model's length.
+    def add(self, state: AccumulatorState, delta: Delta, *, weight: float) -> AccumulatorState:
+        """Fold in ``weight × delta``: finite float32 of the model's length, or a payload.
 
-        A sum that would overflow raises :class:`NonFiniteError` and the state is unchanged.
+        A payload is decoded into a fresh copy of the total, block by block (its pieces), so
+        memory stays O(model) and no float copy of the update is made. A sum that would
+        overflow raises :class:`NonFiniteError` and the state is unchanged.
         """
-        check_vector(delta, num_params=state.num_params)
+        if isinstance(delta, Payload):
+            check_payload(delta, num_params=state.num_params)
+        else:
+            check_vector(delta, num_params=state.num_params)
         check_weight(weight)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
-            total = state.total + np.multiply(delta, weight, dtype=np.float64)
+            if isinstance(delta, Payload):
+                total = state.total.copy()
+                try:
+                    delta.add_to(total, weight=weight)
+                except CodecError as exc:  # pragma: no cover - lengths were checked above
+                    raise AggregationError(str(exc)) from exc
+            else:
+                total = state.total + np.multiply(delta, weight, dtype=np.float64)
         if not np.isfinite(total).all():
             raise NonFiniteError("the weighted sum overflowed; the update is not added")
         total = read_only(total)

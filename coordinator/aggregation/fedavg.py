@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from coordinator.aggregation.accumulator import (
     Averaging,
+    Delta,
     FloatArray,
     WeightedSum,
     Weighting,
@@ -51,11 +52,14 @@ class FedAvgRound:
         self,
         weights: FloatArray,
         optimizer_state: OptimizerState,
-        updates: Iterable[tuple[FloatArray, int]],
+        updates: Iterable[tuple[Delta, int] | tuple[Delta, int, float]],
         *,
         average: Averaging | None = None,
     ) -> tuple[FloatArray, OptimizerState, RoundMeasurements]:
         """Aggregate ``(delta, num_examples)`` pairs, streamed, and take one server step.
+
+        A third item, the delta's norm measured already (at upload), saves measuring it again
+        (for an encoded delta, a second decoding pass).
 
         ``updates`` may be a generator reading blobs one at a time: only the running sum is
         kept. ``average`` (uniform weighting only) turns the sum and the count into the mean
@@ -66,10 +70,12 @@ class FedAvgRound:
             raise AggregationError("a custom average needs uniform weighting (weight 1 each)")
         total = _SUM.start(optimizer_state.num_params)
         norms, examples = NormMoments(), 0
-        for delta, num_examples in updates:
+        for update in updates:
+            delta, num_examples = update[0], update[1]
             weight = example_weight(num_examples, self.weighting)
             total = _SUM.add(total, delta, weight=weight)
-            norms, examples = norms.add(l2_norm(delta)), examples + int(num_examples)
+            norm = update[2] if len(update) == 3 else l2_norm(delta)
+            norms, examples = norms.add(norm), examples + int(num_examples)
         if total.count == 0:
             raise AggregationError("a round needs at least one update to aggregate")
         mean = _SUM.mean(total) if average is None else average(total.total, total.count)

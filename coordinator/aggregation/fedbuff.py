@@ -15,6 +15,7 @@ import numpy as np
 from coordinator.aggregation.accumulator import (
     AccumulatorState,
     Averaging,
+    Delta,
     FloatArray,
     WeightedSum,
     Weighting,
@@ -87,9 +88,18 @@ class FedBuffBuffer:
         )
 
     def accept(
-        self, state: BufferState, delta: FloatArray, num_examples: int, staleness: int
+        self,
+        state: BufferState,
+        delta: Delta,
+        num_examples: int,
+        staleness: int,
+        *,
+        norm: float | None = None,
     ) -> BufferState:
         """The buffer with one more update; the state passed in is left as it was.
+
+        ``norm`` is the delta's norm when the caller measured it already (at upload), which
+        saves a second decoding pass over an encoded delta.
 
         Raises :class:`StaleUpdateError` past ``max_staleness`` and :class:`AggregationError`
         for a bad update or a buffer already holding K updates (flush it first).
@@ -105,7 +115,7 @@ class FedBuffBuffer:
             sum=_SUM.add(state.sum, delta, weight=weight),
             num_examples=state.num_examples + int(num_examples),
             staleness_total=state.staleness_total + int(staleness),
-            norms=state.norms.add(l2_norm(delta)),
+            norms=state.norms.add(l2_norm(delta) if norm is None else norm),
         )
 
     def is_full(self, state: BufferState) -> bool:

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.aggregation.accumulator import FloatArray
+from coordinator.aggregation.accumulator import Delta, FloatArray
+from fedge.codecs import Payload
 
 
-def l2_norm(delta: FloatArray) -> float:
-    """‖Δ‖₂, summed in float64: what the aggregators measure and clipping scales to."""
+def l2_norm(delta: Delta) -> float:
+    """‖Δ‖₂, summed in float64: what the aggregators measure and clipping scales to.
+
+    A payload's is its decoded update's, summed piece by piece (no float copy of it).
+    """
+    if isinstance(delta, Payload):
+        return magnitudes(delta).norm
     return float(np.linalg.norm(delta.astype(np.float64)))
+
+
+@dataclass(frozen=True)
+class Magnitudes:
+    """‖Δ‖₂ and max |Δᵢ| of a decoded update: the checks an upload needs, in one pass."""
+
+    norm: float
+    max_abs: float
+
+
+def magnitudes(delta: Delta) -> Magnitudes:
+    """The norm and largest magnitude of ``delta``; a payload's streamed over its pieces."""
+    if not isinstance(delta, Payload):
+        largest = float(np.max(np.abs(delta))) if delta.size else 0.0
+        return Magnitudes(norm=update_norm(delta), max_abs=largest)
+    squares, largest = 0.0, 0.0
+    for _, values in delta.codec.pieces(delta):
+        if values.size:
+            squares += float(np.einsum("i,i->", values, values))
+            largest = max(largest, float(np.max(np.abs(values))))
+    return Magnitudes(norm=math.sqrt(squares), max_abs=largest)
 
 
 def update_norm(delta: FloatArray) -> float:

@@ -108,6 +108,8 @@ class VersionView(BaseModel):
     privacy: dict[str, Any] | None = None
     """a DP version's ε (PLD, RDP) at δ with its assumptions, z, C, n_actual, clipped
     fraction, and whether its noise came from a reproducible seed"""
+    upload_bytes: int = 0
+    """bytes of its updates' uploads as received (after compression)"""
 
 
 class BlobReceipt(BaseModel):

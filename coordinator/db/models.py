@@ -177,6 +177,7 @@ class Version(Base):
             postgresql_where=text("stage = 'LIVE'"),
         ),
     )
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Round(Base):
@@ -223,6 +224,9 @@ class Lease(Base):
     # What the device said when it gave up ("bad_plan: …"): shown to operators, and a
     # ``bad_plan`` abort keeps the job's plan away from a device that cannot run it.
     abort_detail: Mapped[str | None] = mapped_column(String(500))
+    # The uplink codec and its task seed (63 bits: a signed BIGINT); NULL: float32, no seed.
+    codec: Mapped[str | None] = mapped_column(String(64))
+    codec_seed: Mapped[int | None] = mapped_column(BigInteger)
 
     # A lease is live while it is active and neither past its deadline nor silent too long.
     # Everything that counts or accepts leases asks this, so a lease is dead the moment it is
@@ -269,6 +273,8 @@ class Update(Base):
     metrics: Mapped[dict[str, Any]]
     received_at: Mapped[float] = mapped_column(Float)
     version: Mapped[int | None] = mapped_column(Integer)  # the version it went into
+    codec: Mapped[str | None] = mapped_column(String(64))  # NULL: float32
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Evaluation(Base):

@@ -8,13 +8,16 @@ neither stampedes the server nor leaves slots idle: see :func:`retry_window`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from coordinator.compression import choose_codec
 from coordinator.config import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import (
     Device,
@@ -73,7 +76,7 @@ def check_in(
         asked = evaluation.offer(session, job, config, device, now=now)
         if asked is not None:  # evaluation tasks hold no training slot
             return CheckInResponse(task=evaluation.task_of(session, job, config, asked))
-        lease = _issue(session, job, config, device, now=now)
+        lease = _issue(session, job, config, device, facts, now=now)
         if isinstance(lease, Lease):
             return CheckInResponse(task=_task(session, job, config, lease))
         if isinstance(lease, Deferral):
@@ -282,6 +285,33 @@ def _ineligible(
     return privacy.window_refusal(session, job, config, device.id)
 
 
+def _codec_for(session: Session, job: Job, config: JobCreate, facts: EligibilityFacts) -> str:
+    """The lease's uplink codec: the least lossy allowed one that fits the job's budget."""
+    compression = config.compression
+    if len(compression.codecs) == 1:
+        return compression.codecs[0]
+    return choose_codec(
+        compression.codecs,
+        num_params=get_plan(session, job.plan_id).num_params,
+        task_bytes=compression.task_bytes,
+        task_seconds=compression.task_seconds,
+        uplink_bytes_per_second=facts.uplink_bytes_per_second,
+    )
+
+
+def _codec_seed(job: Job, config: JobCreate, device: Device, *, now: float) -> int:
+    """A lease's codec seed: 63 bits (a signed BIGINT), fresh, or derived from the job's seed.
+
+    One seed per lease makes the codec errors of a version's updates independent
+    (docs/compression.md); a derived one repeats in a simulated run, where time is virtual.
+    """
+    seed = config.compression.seed
+    if seed is None:
+        return secrets.randbits(63)
+    digest = hashlib.sha256(f"{seed}:{job.id}:{now!r}:{device.registered_at!r}".encode())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
 @dataclass(frozen=True)
 class Deferral:
     """The job has room for the device, but its admission ticket's turn comes in ``seconds``."""
@@ -291,7 +321,13 @@ class Deferral:
 
 
 def _issue(
-    session: Session, job: Job, config: JobCreate, device: Device, *, now: float
+    session: Session,
+    job: Job,
+    config: JobCreate,
+    device: Device,
+    facts: EligibilityFacts,
+    *,
+    now: float,
 ) -> Lease | Deferral | str:
     """A new lease if the job has room for one more device now, else when or why not."""
     full = f"job {job.id} has all the devices it needs now"
@@ -327,6 +363,8 @@ def _issue(
         issued_at=now,
         deadline_at=deadline,
         alive_until=None if interval is None else now + HEARTBEAT_GRACE * interval,
+        codec=_codec_for(session, job, config, facts),
+        codec_seed=_codec_seed(job, config, device, now=now),
     )
     session.add(lease)
     session.flush()
@@ -358,4 +396,6 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         heartbeat_seconds=local.heartbeat_seconds,
         clip_norm=privacy.clip_norm_for(job, config),
         held_out_fraction=evaluation.held_out_fraction(config),
+        codec=lease.codec or "float32",
+        codec_seed=lease.codec_seed or 0,
     )

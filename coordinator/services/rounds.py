@@ -212,14 +212,28 @@ def round_number(session: Session, round_id: int | None) -> int | None:
     return found.number if found else None
 
 
-def on_report(session: Session, job: Job, current: Round, *, now: float) -> None:
-    """Count an accepted report; the target-th closes the round."""
+def on_report(
+    session: Session,
+    job: Job,
+    current: Round,
+    *,
+    now: float,
+    received: versions.Received | None = None,
+) -> None:
+    """Count an accepted report; the target-th closes the round (``received``: see versions)."""
     current.reported += 1
     if current.reported >= current.target:
-        close_round(session, job, current, now=now)
+        close_round(session, job, current, now=now, received=received)
 
 
-def close_round(session: Session, job: Job, current: Round, *, now: float) -> None:
+def close_round(
+    session: Session,
+    job: Job,
+    current: Round,
+    *,
+    now: float,
+    received: versions.Received | None = None,
+) -> None:
     """Close a round: make a version from its reports if enough came, else mark it failed.
 
     A failed round's reports stay stored, in no version: the next round opened carries them
@@ -230,7 +244,7 @@ def close_round(session: Session, job: Job, current: Round, *, now: float) -> No
     if current.reported >= current.minimum:
         try:
             versions.make_version_from_round(
-                session, job, current, reports(session, current, config), now=now
+                session, job, current, reports(session, current, config), now=now, received=received
             )
             current.status = RoundStatus.COMPLETED
         except NonFiniteError as exc:  # never publish an Inf model: the round fails instead

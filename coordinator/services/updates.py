@@ -15,10 +15,12 @@ import hashlib
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.aggregation import NormTooLargeError, clip_by_norm, configured, update_norm
+from coordinator.aggregation import NormTooLargeError, clip_by_norm, configured, magnitudes
+from coordinator.config import JobCreate
 from coordinator.db.blobs import put_blob, release
 from coordinator.db.models import (
     Device,
@@ -45,9 +47,12 @@ from coordinator.services import admission, privacy, rounds, versions
 from coordinator.services.jobs import end_reason, get_job, job_config, refuse_if_ended
 from coordinator.services.leasing import owned_lease
 from coordinator.services.plans import get_plan
-from fedge.errors import WireFormatError
+from fedge.codecs import Codec, Float32, Payload
+from fedge.errors import NonFiniteValues, WireFormatError
 from fedge.protocol import Reason, UploadReceipt
-from fedge.wire import decode_vector, encode_vector
+from fedge.wire import FORMAT_VERSION, decode_update, decode_vector, encode_vector
+
+FLOAT32 = "float32"
 
 MAX_EXAMPLES = 10_000_000
 
@@ -72,6 +77,7 @@ def upload(
     lease = owned_lease(session, device, lease_id)
     job = get_job(session, lease.job_id)  # no lock yet: plan and config never change
     digest = hashlib.sha256(body).hexdigest()
+    received = body
     if lease.status == LeaseStatus.COMPLETED:
         return _replay(session, job, lease, digest)
     _check_lease(lease, base_version=base_version, now=now)
@@ -79,21 +85,22 @@ def upload(
         raise BadRequest(f"num_examples must lie in [1, {MAX_EXAMPLES}], got {num_examples}")
 
     config = job_config(job)
-    delta = _decode(body, get_plan(session, job.plan_id).num_params)
-    norm = update_norm(delta)
+    delta = _decode(body, get_plan(session, job.plan_id).num_params, lease, config)
+    sizes = magnitudes(delta)  # the decoded update's, streamed: no float copy of a payload
+    norm = sizes.norm
     clipped = False
     private = privacy.is_private(config)
     if private:  # the device clips to its task's C; we only check (whatever norm_policy)
         privacy.check_norm(norm, privacy.lease_clip_norm(session, job, config, lease.base_version))
         privacy.within_clip(config, metrics)
     bound = configured(config.aggregation).norm_bound
-    if bound is not None:
+    if bound is not None and norm > bound.max_norm:  # decoded only when it must be clipped
         try:
-            delta, clipped = bound.apply(delta, norm)
+            clipped_delta, clipped = bound.apply(_floats(delta), norm)
         except NormTooLargeError as exc:
             raise InvalidUpdate(str(exc), reason=Reason.NORM_TOO_LARGE) from exc
-        if clipped:
-            body = encode_vector(delta)
+        body = encode_vector(clipped_delta)
+        delta = decode_update(body)
     stored = put_blob(session, body, now=now, digest=None if clipped else digest)
 
     job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
@@ -118,10 +125,12 @@ def upload(
     if clip_norm is not None and norm > clip_norm * (1.0 + privacy.NORM_TOLERANCE):
         # Adaptive C shrank since this task was handed out: the device honoured its C, and the
         # version's bound is today's, so the coordinator scales the update down to it.
-        delta, clipped = clip_by_norm(delta, clip_norm)
+        scaled, clipped = clip_by_norm(_floats(delta), clip_norm)
         release(session, {stored})  # the unclipped bytes are never read
-        stored = put_blob(session, encode_vector(delta), now=now)
-    versions.refuse_if_not_finite(session, job, delta)
+        body = encode_vector(scaled)
+        delta = decode_update(body)
+        stored = put_blob(session, body, now=now)
+    versions.refuse_if_not_finite(session, job, delta, max_abs=sizes.max_abs)
 
     session.add(
         Update(
@@ -136,14 +145,19 @@ def upload(
             clipped=clipped,
             metrics=metrics | {"upload_sha256": digest},
             received_at=now,
+            codec=lease.codec or FLOAT32,  # as received (a clipped one is stored as float32)
+            upload_bytes=len(received),
         )
     )
     lease.close(LeaseStatus.COMPLETED, "uploaded", now)
     session.flush()
+    # The blob is written in this transaction (a restart refolds it from there); this upload
+    # itself is folded from the bytes received, not read back.
+    folded = {stored: delta}
     if current_round is not None:
-        rounds.on_report(session, job, current_round, now=now)
+        rounds.on_report(session, job, current_round, now=now, received=folded)
     else:
-        versions.make_version_from_buffer(session, job, now=now)
+        versions.make_version_from_buffer(session, job, now=now, received=folded)
     return UploadReceipt(
         status="accepted",
         lease_id=lease.id,
@@ -227,11 +241,51 @@ def _replay(session: Session, job: Job, lease: Lease, digest: str) -> UploadRece
     )
 
 
-def _decode(body: bytes, num_params: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+def _decode(body: bytes, num_params: int, lease: Lease, config: JobCreate) -> Payload:
+    """The upload as a payload (views of ``body``), checked against the lease's codec and seed.
+
+    A format-1 float32 vector is taken for a float32 lease (devices before codecs send one).
+    """
+    codec = lease.codec or FLOAT32
     try:
-        delta = decode_vector(body, expected_length=num_params)
+        if body[4:5] == bytes([FORMAT_VERSION]):
+            vector = decode_vector(body, expected_length=num_params)
+            if not np.isfinite(vector).all():
+                raise InvalidUpdate("update contains NaN or Inf", reason=Reason.NON_FINITE)
+            payload = _float32_payload(vector, seed=lease.codec_seed or 0)
+        else:
+            payload = decode_update(body, expected_length=num_params)
+    except NonFiniteValues as exc:
+        raise InvalidUpdate(f"update contains NaN or Inf: {exc}", reason=Reason.NON_FINITE) from exc
     except WireFormatError as exc:
         raise InvalidUpdate(f"update body is not a valid weight delta: {exc}") from exc
-    if not np.isfinite(delta).all():
-        raise InvalidUpdate("update contains NaN or Inf", reason=Reason.NON_FINITE)
-    return delta
+    if payload.codec.name != codec:
+        allowed = ", ".join(config.compression.codecs)
+        raise InvalidUpdate(
+            f"lease {lease.id} asked for codec {codec}, the update is encoded with "
+            f"{payload.codec.name} (this job allows {allowed})",
+            reason=Reason.CODEC_MISMATCH,
+        )
+    if body[4:5] != bytes([FORMAT_VERSION]) and payload.seed != (lease.codec_seed or 0):
+        raise InvalidUpdate(
+            f"lease {lease.id} handed out codec seed {lease.codec_seed or 0}, the update was "
+            f"encoded under seed {payload.seed}",
+            reason=Reason.SEED_MISMATCH,
+        )
+    return payload
+
+
+def _float32_payload(vector: npt.NDArray[np.float32], *, seed: int) -> Payload:
+    """A decoded format-1 vector as a float32 payload (a view of it, no copy)."""
+    return Payload(
+        codec=Codec(values=Float32()),
+        length=vector.size,
+        seed=seed,
+        scales=np.zeros(0, np.float32),
+        packed=vector.view(np.uint8),
+    )
+
+
+def _floats(delta: Payload) -> npt.NDArray[np.float32]:
+    """The decoded update as float32: only where it must be scaled (clipping)."""
+    return delta.decode()

@@ -1,7 +1,10 @@
 """Making global versions: the only place a job's model moves.
 
 Both paths stream the updates' blobs one at a time through the aggregator, so memory is
-O(model size) whatever K or the cohort. The caller holds the job's row lock, and the new
+O(model size) whatever K or the cohort. A blob holds the upload's bytes as received (format 1,
+or a compressed format 2 body), decoded into the sum block by block; the upload that triggers a
+version passes its own decoded bytes (``received``), which are folded without reading back the
+blob just written in the same transaction. The caller holds the job's row lock, and the new
 ``Version`` row's primary key ``(job_id, number)`` makes a second writer of the same number fail
 instead of forking history.
 """
@@ -9,13 +12,12 @@ instead of forking history.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import FloatArray, NonFiniteError, configured
+from coordinator.aggregation import Delta, FloatArray, NonFiniteError, configured, magnitudes
 from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, JobStatus, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
@@ -28,8 +30,12 @@ from coordinator.services.jobs import (
     version_weights,
 )
 from coordinator.services.plans import get_plan
+from fedge.codecs import Payload
 from fedge.protocol import Reason
-from fedge.wire import decode_vector, encode_vector
+from fedge.wire import decode_update, decode_vector, encode_vector
+
+# Payloads decoded from the bytes a request carried, by the sha256 of the blob stored for them.
+Received = Mapping[str, Payload]
 
 
 def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
@@ -44,7 +50,9 @@ def pending_updates(session: Session, job_id: int) -> Sequence[Update]:
 TRIAL_MAGNITUDE = 2.0**64
 
 
-def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
+def refuse_if_not_finite(
+    session: Session, job: Job, delta: Delta, *, max_abs: float | None = None
+) -> None:
     """Refuse (400 ``would_overflow``) an update whose server step alone would overflow the model.
 
     Run before the update is accepted, under the job's lock. The next version's mean delta is
@@ -52,8 +60,12 @@ def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
     overflow when no single accepted delta does; a momentum or adaptive step still can, and
     :func:`make_version_from_buffer` and :func:`rounds.close_round` refuse that step instead.
     """
-    if float(np.max(np.abs(delta))) < TRIAL_MAGNITUDE:
+    if max_abs is None:
+        max_abs = magnitudes(delta).max_abs
+    if max_abs < TRIAL_MAGNITUDE:
         return
+    if isinstance(delta, Payload):
+        delta = delta.decode()  # past 2^64 only: the trial step needs the vector
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     try:
@@ -66,8 +78,13 @@ def refuse_if_not_finite(session: Session, job: Job, delta: FloatArray) -> None:
         ) from exc
 
 
-def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Version | None:
-    """FedBuff: if K updates wait, fold them into version N+1; else do nothing."""
+def make_version_from_buffer(
+    session: Session, job: Job, *, now: float, received: Received | None = None
+) -> Version | None:
+    """FedBuff: if K updates wait, fold them into version N+1; else do nothing.
+
+    ``received``: updates decoded from this request's body, folded without reading their blob.
+    """
     started = time.perf_counter()  # a duration for operators, not logic: no clock needed
     config = job_config(job)
     aggregator = configured(config.aggregation).fedbuff
@@ -77,10 +94,13 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
     private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
     state = aggregator.init(num_params)
-    for update, delta in zip(pending, _deltas(session, pending, num_params), strict=True):
+    deltas = _deltas(session, pending, num_params, received or {})
+    for update, delta in zip(pending, deltas, strict=True):
         # The staleness recorded at acceptance is the one that counts: a restart in between
         # must not make an update staler than the device's upload was.
-        state = aggregator.accept(state, delta, update.num_examples, update.staleness)
+        state = aggregator.accept(
+            state, delta, update.num_examples, update.staleness, norm=_folded_norm(update)
+        )
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
     try:
@@ -110,7 +130,13 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
 
 
 def make_version_from_round(
-    session: Session, job: Job, current: Round, reports: Sequence[Update], *, now: float
+    session: Session,
+    job: Job,
+    current: Round,
+    reports: Sequence[Update],
+    *,
+    now: float,
+    received: Received | None = None,
 ) -> Version:
     """FedAvg: fold a closed round's ``reports`` (its own and those carried in) into version N+1.
 
@@ -123,9 +149,12 @@ def make_version_from_round(
     aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
+    deltas = _deltas(session, reports, num_params, received or {})
     pairs = (
         (delta, update.num_examples)
-        for update, delta in zip(reports, _deltas(session, reports, num_params), strict=True)
+        if (norm := _folded_norm(update)) is None
+        else (delta, update.num_examples, norm)
+        for update, delta in zip(reports, deltas, strict=True)
     )
     new_weights, new_state, measured = aggregator.step(
         weights, optimizer_state, pairs, average=None if private is None else private.average
@@ -183,6 +212,7 @@ def _commit_version(
         round_id=round_id,
         aggregation_seconds=seconds,
         privacy=metadata,
+        upload_bytes=sum(update.upload_bytes or 0 for update in updates),
     )
     session.add(version)
     for update in updates:
@@ -201,9 +231,25 @@ def _commit_version(
     return version
 
 
-def _deltas(session: Session, updates: Sequence[Update], num_params: int) -> Iterator[FloatArray]:
-    for update in updates:  # one blob in memory at a time
-        yield decode_vector(get_blob(session, update.delta_sha256), expected_length=num_params)
+def _deltas(
+    session: Session, updates: Sequence[Update], num_params: int, received: Received
+) -> Iterator[Delta]:
+    """Each update's payload: from ``received`` if this request carried it, else its blob.
+
+    Codec and seed were checked against the lease at upload; the blob's bytes are read back
+    as they were stored, one blob in memory at a time.
+    """
+    for update in updates:
+        payload = received.get(update.delta_sha256)
+        if payload is None:
+            blob = get_blob(session, update.delta_sha256)
+            payload = decode_update(blob, expected_length=num_params)
+        yield payload
+
+
+def _folded_norm(update: Update) -> float | None:
+    """The norm measured at upload, if it is the stored delta's (not for a clipped update)."""
+    return None if update.clipped else update.norm
 
 
 def _optimizer_sha(job: Job) -> str:

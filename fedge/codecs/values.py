@@ -29,7 +29,7 @@ from fedge.codecs.bits import ALLOWED_BITS, pack, packed_size, unpack
 from fedge.codecs.errors import CodecError
 from fedge.codecs.hadamard import DECODE_BLOCK, num_pieces, piece_blocks, rotate, unrotate
 from fedge.codecs.streams import SignStream
-from fedge.errors import WireFormatError
+from fedge.errors import NonFiniteValues, WireFormatError
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -120,7 +120,7 @@ class _Floats(ValueCodec):
         floats = packed.view(self._dtype)
         for start in range(0, floats.size, DECODE_BLOCK):
             if not np.isfinite(floats[start : start + DECODE_BLOCK]).all():
-                raise WireFormatError(f"codec {self.name}: the update has non-finite values")
+                raise NonFiniteValues(f"codec {self.name}: the update has non-finite values")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -124,3 +124,52 @@ def test_a_weight_that_is_not_finite_and_positive_is_refused(weight):
 def test_an_empty_model_is_refused():
     with pytest.raises(ValueError, match="num_params"):
         SUM.start(0)
+
+
+# --- encoded deltas (fedge.codecs payloads) -----------------------------------------------------
+
+
+def encoded(delta, codec, seed=7):
+    from fedge.wire import decode_update, encode_update
+
+    body = encode_update(delta, codec, seed=seed, rng=np.random.default_rng(3))
+    return decode_update(body, expected_length=delta.size)
+
+
+@pytest.mark.parametrize("codec", ["float32", "fp16", "rot4", "eden1", "randk10+rot2"])
+def test_adding_a_payload_equals_adding_its_decoded_delta(codec):
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=5_000).astype(np.float32)
+    payload = encoded(rng.normal(size=5_000).astype(np.float32), codec)
+    start = SUM.add(SUM.start(5_000), first, weight=2.0)
+
+    folded = SUM.add(start, payload, weight=3.0)
+    expected = SUM.add(start, payload.decode(), weight=3.0)
+
+    np.testing.assert_allclose(folded.total, expected.total, rtol=1e-6, atol=1e-6)
+    assert (folded.weight, folded.count) == (5.0, 2)
+
+
+def test_adding_a_payload_leaves_the_state_it_was_given_untouched():
+    start = SUM.start(64)
+    payload = encoded(np.ones(64, np.float32), "rot4")
+
+    SUM.add(start, payload, weight=1.0)
+
+    assert (start.count, float(np.abs(start.total).sum())) == (0, 0.0)
+
+
+def test_a_payload_of_another_length_than_the_model_is_refused():
+    payload = encoded(np.ones(63, np.float32), "rot4")
+
+    with pytest.raises(AggregationError, match="63 values, expected 64"):
+        SUM.add(SUM.start(64), payload, weight=1.0)
+
+
+def test_a_payload_whose_weighted_sum_overflows_is_refused_and_not_added():
+    from coordinator.aggregation import NonFiniteError
+
+    payload = encoded(np.full(8, 60_000.0, np.float32), "fp16")
+
+    with pytest.raises(NonFiniteError):
+        SUM.add(SUM.start(8), payload, weight=1e305)

@@ -127,3 +127,28 @@ def test_0006_adds_the_privacy_columns_as_null_and_takes_them_away_again(tmp_pat
         assert "privacy" not in columns_of(engine, "versions")
         assert rounds_of(engine) == ROUNDS
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_0008_adds_the_codec_columns_empty_and_takes_them_away_again(tmp_path, kind):
+    with fresh_database(kind, tmp_path) as db_url:
+        engine = make_engine(db_url)
+        upgrade(engine, "0004")
+        with engine.begin() as db:
+            insert_a_sync_job_with_rounds(db)
+        upgrade(engine)
+
+        with engine.connect() as db:
+            lease = db.execute(text("SELECT codec, codec_seed FROM leases")).one()
+            assert tuple(lease) == (None, None)
+            assert db.execute(text("SELECT upload_bytes FROM versions")).scalar() == 0
+        with engine.begin() as db:
+            config = alembic_config()
+            config.attributes["connection"] = db
+            command.downgrade(config, "0006")
+
+        assert not {"codec", "codec_seed"} & columns_of(engine, "leases")
+        assert not {"codec", "upload_bytes"} & columns_of(engine, "updates")
+        assert "upload_bytes" not in columns_of(engine, "versions")
+        assert rounds_of(engine) == ROUNDS
+        engine.dispose()

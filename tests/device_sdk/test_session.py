@@ -289,3 +289,29 @@ def test_a_non_finite_delta_that_cannot_be_clipped_aborts_the_task():
     action = upload_of(replace(TASK, clip_norm=1.0), broken)
 
     assert action == Abort(replace(TASK, clip_norm=1.0), "error")
+
+
+def test_a_task_with_a_codec_uploads_the_delta_encoded_with_it_under_the_tasks_seed():
+    from fedge.wire import decode_update
+
+    task = replace(TASK, codec="rot4", codec_seed=99)
+
+    upload = upload_of(task, TRAINED)
+
+    payload = decode_update(upload.update, expected_length=4, expected_seed=99)
+    assert payload.codec.name == "rot4"
+    np.testing.assert_allclose(payload.decode(), TRAINED.delta, atol=0.2)
+
+
+def test_a_float32_task_uploads_a_plain_format_1_vector():
+    upload = upload_of(replace(TASK, codec="float32", codec_seed=5), TRAINED)
+
+    np.testing.assert_array_equal(decode_vector(upload.update), TRAINED.delta)
+
+
+def test_a_task_naming_a_codec_this_device_does_not_know_aborts_it_as_an_error():
+    task = replace(TASK, codec="zip9")
+
+    action = upload_of(task, TRAINED)
+
+    assert action == Abort(task, "error")

@@ -135,4 +135,6 @@ def test_eligibility_facts_have_the_devices_defaults():
         "free_memory_mb": 1024.0,
         "runtime": "",
         "sdk_version": "",
+        "uplink_bytes_per_second": None,
+        "downlink_bytes_per_second": None,
     }

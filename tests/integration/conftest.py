@@ -49,7 +49,7 @@ class LiveCoordinator:
     def create_job(self, plan_id: int, **aggregation: Any) -> dict[str, Any]:
         extra = {
             k: aggregation.pop(k)
-            for k in ("population", "task", "max_versions", "keep_updates")
+            for k in ("population", "task", "max_versions", "keep_updates", "compression")
             if k in aggregation
         }
         response = self.admin.post(

@@ -134,3 +134,20 @@ def test_a_dp_run_against_a_live_server_asks_for_no_noise_seed():
     )
 
     assert config.job_config(plan_id=1).privacy.noise_seed is None
+
+
+def test_codec_sets_the_jobs_allowed_codecs_and_seeds_its_leases_from_the_run():
+    config = SimulationConfig.model_validate({"codec": "float32, rot4", "seed": 7})
+
+    compression = config.job_config(plan_id=1).compression
+
+    assert (compression.codecs, compression.seed) == (["float32", "rot4"], 7)
+
+
+def test_an_unknown_codec_fails_at_load_naming_the_field():
+    with pytest.raises(ValueError, match=r"codec 'zip9': unknown codec"):
+        SimulationConfig.model_validate({"codec": "zip9"})
+
+
+def test_without_codec_the_job_sends_float32():
+    assert SimulationConfig().job_config(plan_id=1).compression.codecs == ["float32"]

@@ -76,3 +76,27 @@ def test_slower_tiers_train_slower():
     by_tier = [np.median(fleet.ms_per_example[fleet.tier == t]) for t in range(3)]
 
     assert by_tier[0] < by_tier[1] < by_tier[2]
+
+
+def test_a_tier_with_its_own_link_gets_its_rates_and_latency_the_others_the_populations():
+    from simulator.config import Tier
+
+    tiers = [
+        Tier(name="wifi", share=0.5, compute_factor=1.0, memory_mb=4096),
+        Tier(
+            name="cellular",
+            share=0.5,
+            compute_factor=1.0,
+            memory_mb=4096,
+            up_mbps=1.0,
+            down_mbps=5.0,
+            rtt_ms=100.0,
+        ),
+    ]
+    fleet = population(tiers=tiers, bandwidth_sigma=0.0)
+    wifi, cellular = fleet.tier == 0, fleet.tier == 1
+
+    assert np.allclose(fleet.up_kbps[cellular], 1_000) and np.allclose(fleet.up_kbps[wifi], 5_000)
+    assert np.allclose(fleet.down_kbps[cellular], 5_000)
+    assert np.median(fleet.rtt_s[cellular]) == pytest.approx(0.1, rel=0.05)
+    assert np.median(fleet.rtt_s[wifi]) == pytest.approx(0.06, rel=0.05)

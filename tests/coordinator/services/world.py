@@ -65,6 +65,7 @@ class World:
         task: dict[str, Any] | None = None,
         privacy: dict[str, Any] | None = None,
         max_versions: int | None = None,
+        compression: dict[str, Any] | None = None,
         **aggregation: Any,
     ) -> Job:
         """A running job of the plan; keyword arguments are its aggregation config."""
@@ -77,6 +78,7 @@ class World:
                 "task": task or {},
                 "privacy": privacy or {},
                 "max_versions": max_versions,
+                "compression": compression or {},
             }
         )
         return jobs.create_job(self.session, request, now=self.now, allow_seeded_noise=True)
