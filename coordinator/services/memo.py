@@ -42,7 +42,11 @@ _PENDING = "fedge_memo_pending"
 
 def scope_of(session: Session) -> Engine | None:
     """The engine whose memos serve ``session``, or None where none may (a test connection)."""
-    bind = session.get_bind()
+    return scope_of_bind(session.get_bind())
+
+
+def scope_of_bind(bind: object) -> Engine | None:
+    """:func:`scope_of` for what a session factory is bound to."""
     if isinstance(bind, Engine):
         return bind
     if isinstance(bind, Connection) and bind.info.get(SHARED):
@@ -77,8 +81,12 @@ class ClockMemo(Generic[T]):
         return value
 
 
-class _Bounded:
-    """A least-recently-used map per engine, bounded by a total cost; published on commit."""
+class CommittedCache:
+    """A least-recently-used map per engine, bounded by a total cost; entries kept on commit.
+
+    For values that never change once committed: :meth:`publish_after_commit` holds a value
+    back until the session's transaction commits, and drops it if the session rolls back.
+    """
 
     def __init__(self, capacity: int, cost: Callable[[Any], int]) -> None:
         self.capacity = capacity
@@ -91,6 +99,7 @@ class _Bounded:
         _CACHES.add(self)
 
     def lookup(self, engine: Engine, key: Hashable) -> Any | None:
+        """The value kept for ``key``, or None."""
         with self._lock:
             entries = self._entries.get(engine)
             if entries is None or key not in entries:
@@ -105,6 +114,7 @@ class _Bounded:
         session.info.setdefault(_PENDING, []).append((self, engine, key, value))
 
     def store(self, engine: Engine, key: Hashable, value: Any) -> None:
+        """Keep ``value`` now (the caller knows it is committed); the oldest go past capacity."""
         cost = self._cost(value)
         if cost > self.capacity:
             return
@@ -121,12 +131,13 @@ class _Bounded:
             self._used[engine] = used
 
     def clear(self, engine: Engine) -> None:
+        """Forget everything kept for ``engine``."""
         with self._lock:
             self._entries.pop(engine, None)
             self._used.pop(engine, None)
 
 
-_CACHES: weakref.WeakSet[_Bounded] = weakref.WeakSet()
+_CACHES: weakref.WeakSet[CommittedCache] = weakref.WeakSet()
 
 
 class ImmutableRows(Generic[M]):
@@ -139,7 +150,7 @@ class ImmutableRows(Generic[M]):
     def __init__(self, model: type[M], *, size: int = 4096) -> None:
         self.model = model
         self._columns = [attr.key for attr in inspect(model).column_attrs]
-        self._rows = _Bounded(size, lambda _: 1)
+        self._rows = CommittedCache(size, lambda _: 1)
 
     def get(self, session: Session, key: Any) -> M | None:
         """The row with primary key ``key`` (a tuple for a composite key), or None."""
@@ -169,7 +180,7 @@ class BlobCache:
     """Blobs' bytes by sha256, at most ``capacity`` bytes per engine: immutable by construction."""
 
     def __init__(self, capacity: int) -> None:
-        self._blobs = _Bounded(capacity, len)
+        self._blobs = CommittedCache(capacity, len)
 
     def get(self, session: Session, digest: str) -> bytes:
         """The bytes stored under ``digest`` (:func:`get_blob`), from memory when held."""
