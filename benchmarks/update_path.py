@@ -19,7 +19,7 @@ and commit counts do not depend on the machine's load; times do (they stretch wi
 process on the cores), so read the shares more than the milliseconds.
 
 Run: ``.venv/bin/python -m benchmarks.update_path [--paths simulate,live] [--devices 300]
-[--hours 2] [--live-devices 4] [--seconds 10] [--database sqlite|postgres]``.
+[--hours 2] [--no-group] [--live-devices 4] [--seconds 10] [--database sqlite|postgres]``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from benchmarks.harness import ROOT, add_json_argument, cell, emit, print_table
 from benchmarks.profiling import StackSampler, StatementCounter
 
 ADMIN_TOKEN = "update-path-admin-token-0123456789abcdef"
+CONTROL_VERBS = {"BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT"}
 CLIENT_CALLS = {"check_in", "heartbeat", "upload", "download", "abort", "register"}
 
 # --- (a) the simulator's path ---------------------------------------------------------------
@@ -90,6 +91,8 @@ def profile_simulation(args: argparse.Namespace) -> dict[str, Any]:
             progress=False,
             plans_dir=args.plans_dir,
             population={"dropout": 0.3},
+            # The in-process coordinator groups requests' transactions unless told not to.
+            coordinator={} if args.group else {"group_transactions": False},
         )
         ensure_plan(config)  # an export (TensorFlow) is not the run's cost
         main = {threading.get_ident()}
@@ -101,7 +104,12 @@ def profile_simulation(args: argparse.Namespace) -> dict[str, Any]:
         cpu = time.process_time() - cpu
     stats = outcome.fleet.stats
     return {
-        "config": {"devices": args.devices, "hours": args.hours, "dropout": 0.3},
+        "config": {
+            "devices": args.devices,
+            "hours": args.hours,
+            "dropout": 0.3,
+            "grouped_transactions": args.group,
+        },
         "wall_seconds": outcome.wall_seconds,
         "cpu_seconds": cpu,
         "updates": stats.accepted,
@@ -338,6 +346,12 @@ def print_statements(run: dict[str, Any]) -> None:
     commits = sum(f["commits"] for f in run["sql"].values())
     totals = (str(statements), str(commits), "-", "-", "-")
     rows.append(("all", *totals, cell(statements / updates), cell(commits / updates)))
+    # BEGIN, SAVEPOINT, RELEASE, ROLLBACK: what a transaction costs, apart from its reads and writes
+    control = sum(
+        n for f in run["sql"].values() for v, n in f["by_verb"].items() if v in CONTROL_VERBS
+    )
+    data = statements - control
+    rows.append(("all but BEGIN…", str(data), "-", "-", "-", "-", cell(data / updates), "-"))
     columns = [("phase", 14), ("stmts", 8), ("commits", 9), ("requests", 10)]
     columns += [("stmts/req", 11), ("commits/req", 13), ("stmts/upd", 11), ("commits/upd", 13)]
     print_table(columns, rows)
@@ -352,6 +366,12 @@ def main() -> None:
     parser.add_argument("--paths", default="simulate,live", help="simulate, live or both")
     parser.add_argument("--devices", type=int, default=300, help="(a) simulated devices")
     parser.add_argument("--hours", type=float, default=2.0, help="(a) virtual hours")
+    parser.add_argument(
+        "--no-group",
+        dest="group",
+        action="store_false",
+        help="(a) one transaction per request, as over a socket, instead of grouped ones",
+    )
     parser.add_argument("--live-devices", type=int, default=4, help="(b) device threads")
     parser.add_argument("--seconds", type=float, default=10.0, help="(b) timed load")
     parser.add_argument("--buffer-size", type=int, default=10, help="(b) FedBuff K")

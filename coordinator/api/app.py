@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -43,11 +44,14 @@ def create_app(
     engine: Engine | None = None,
     background_sweep: bool = True,
     inline_blocking: bool = False,
+    sessions: sessionmaker[Session] | None = None,
 ) -> FastAPI:
     """Build the service; the database schema is upgraded to the latest migration at start-up.
 
     ``inline_blocking`` runs the device routes' database work on the event loop instead of a
     threadpool: only for a caller that sends one request at a time (the simulator's bridge).
+    ``sessions`` replaces the factory of sessions on ``engine`` (the simulator's, bound to the
+    one connection whose transaction it groups requests in).
     """
     clock = clock or SystemClock()
     engine = engine or make_engine(settings.db_url)
@@ -71,7 +75,7 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock
     app.state.engine = engine
-    app.state.sessions = make_session_factory(engine)
+    app.state.sessions = sessions or make_session_factory(engine)
     app.state.offload = Offload(inline=inline_blocking)
     app.state.limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_url)
     app.state.telemetry = Telemetry(app.state.sessions)

@@ -16,6 +16,7 @@ from coordinator.errors import Forbidden, Unauthorized
 from coordinator.observability import Telemetry
 from coordinator.ratelimit import DeviceRateLimit
 from coordinator.services import devices
+from coordinator.services.memo import CommittedCache, scope_of, scope_of_bind
 from coordinator.settings import Settings
 from fedge.clock import Clock
 
@@ -58,12 +59,18 @@ AppTelemetry = Annotated[Telemetry, Depends(_telemetry)]
 Blocking = Annotated[Offload, Depends(_offload)]
 
 
+# A device's token digest -> its id, once a transaction that authenticated it committed. A
+# token never changes hands, so an entry can only be stale for a device deleted since: such a
+# request is still refused, by the authentication inside its own transaction.
+_known_tokens = CommittedCache(100_000, lambda _: 1)
+
+
 class DeviceCredentials:
     """A device's bearer token, checked against the database inside the route's transaction.
 
-    A route that writes anyway (check-in, heartbeat, abort) authenticates in its own
-    transaction: one transaction and one device lookup instead of two each. (Upload does not:
-    it authenticates before it reads a body of up to ``max_body_bytes``.)
+    A route authenticates in its own transaction: one transaction and one device lookup instead
+    of two each — a write for check-in, heartbeat and abort (:meth:`device`), a read for the
+    downloads (:meth:`reader`).
     """
 
     def __init__(self, token: str, limiter: DeviceRateLimit) -> None:
@@ -72,11 +79,57 @@ class DeviceCredentials:
 
     def device(self, session: Session, *, now: float) -> Device:
         """The device holding the token, its rate limit charged and ``last_seen_at`` current."""
-        device = devices.authenticate(session, self.token)
+        device = _authenticate(session, self.token)
         self.limiter.charge(device.id, now=now)
         if devices.needs_seen(device, now):
             device.last_seen_at = now
         return device
+
+    def reader(self, session: Session, *, now: float) -> tuple[str, bool]:
+        """In a read-only transaction: the device's id, charged, and whether it needs marking seen.
+
+        The caller then marks it seen (:func:`mark_seen`) after its read, at most once a minute.
+        """
+        device = _authenticate(session, self.token)
+        self.limiter.charge(device.id, now=now)
+        return device.id, devices.needs_seen(device, now)
+
+
+class UploadCredentials:
+    """A device's token, known before an upload's body is read and checked again inside its write.
+
+    The first check only decides whether a body of up to ``max_body_bytes`` is worth reading: a
+    token some committed transaction authenticated costs no database round trip, and the rate
+    limit is charged then. :meth:`device` is the authentication that counts, in the upload's
+    own transaction — so an upload is one transaction, not a read and then a write.
+    """
+
+    def __init__(self, token: str, device_id: str) -> None:
+        self.token = token
+        self.device_id = device_id
+
+    def device(self, session: Session, *, now: float) -> Device:
+        """The device holding the token, ``last_seen_at`` current, inside the caller's write."""
+        device = _authenticate(session, self.token)
+        if device.id != self.device_id:  # pragma: no cover - a token never changes hands
+            raise Unauthorized("unknown device token; register again to get one")
+        if devices.needs_seen(device, now):
+            device.last_seen_at = now
+        return device
+
+
+def _authenticate(session: Session, token: str) -> Device:
+    device = devices.authenticate(session, token)
+    engine = scope_of(session)
+    if engine is not None:
+        _known_tokens.publish_after_commit(session, engine, devices.token_digest(token), device.id)
+    return device
+
+
+def mark_seen(sessions: sessionmaker[Session], device_id: str, *, now: float) -> None:
+    """Record a request of ``device_id`` at ``now`` in a write of its own (after a read)."""
+    with transaction(sessions) as session:
+        devices.mark_seen(session, device_id, now=now)
 
 
 async def _credentials(request: Request, token: BearerToken) -> DeviceCredentials:
@@ -85,33 +138,23 @@ async def _credentials(request: Request, token: BearerToken) -> DeviceCredential
     return DeviceCredentials(token, request.app.state.limiter)
 
 
-async def _device_id(
+async def _upload_credentials(
     request: Request, token: BearerToken, sessions: Sessions, clock: AppClock, offload: Blocking
-) -> str:
-    """Authenticate a device and charge its rate limit; the admin token is not a device.
-
-    Its ``last_seen_at`` is refreshed too, at most once a minute, in a write of its own.
-    """
+) -> UploadCredentials:
+    """Authenticate a device before its upload's body is read, and charge its rate limit."""
     if _is_admin_token(request, token):
         raise Forbidden("the admin token cannot act as a device")
-    now = clock.now()
+    engine = scope_of_bind(sessions.kw.get("bind"))
+    known = None if engine is None else _known_tokens.lookup(engine, devices.token_digest(token))
 
-    def authenticate() -> tuple[str, bool]:
+    def authenticate() -> str:
         with transaction(sessions, read_only=True) as session:
-            device = devices.authenticate(session, token)
-            return device.id, devices.needs_seen(device, now)
+            return _authenticate(session, token).id
 
-    device_id, stale = await offload(authenticate)
+    device_id: str = known if isinstance(known, str) else await offload(authenticate)
     limiter: DeviceRateLimit = request.app.state.limiter
-    limiter.charge(device_id, now=now)
-    if stale:
-
-        def mark_seen() -> None:
-            with transaction(sessions) as session:
-                devices.mark_seen(session, device_id, now=now)
-
-        await offload(mark_seen)
-    return device_id
+    limiter.charge(device_id, now=clock.now())
+    return UploadCredentials(token, device_id)
 
 
 async def _admin(request: Request, token: BearerToken) -> None:
@@ -129,15 +172,8 @@ def is_admin_token(request: Request, token: str) -> bool:
     return _is_admin_token(request, token)
 
 
-DeviceId = Annotated[str, Depends(_device_id)]
-# For a route that authenticates inside its own write transaction (check-in, heartbeat, abort).
+# For a route that authenticates inside its own transaction (check-in, heartbeat, abort, downloads).
 Credentials = Annotated[DeviceCredentials, Depends(_credentials)]
+# For the upload: known before its body is read, authenticated again inside its write.
+Uploader = Annotated[UploadCredentials, Depends(_upload_credentials)]
 Admin = Depends(_admin)
-
-
-def load_device(session: Session, device_id: str) -> Device:
-    """The authenticated device inside the caller's transaction."""
-    device = session.get(Device, device_id)
-    if device is None:  # deleted between authentication and now
-        raise Unauthorized("unknown device")
-    return device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -14,16 +15,17 @@ from coordinator.api.deps import (
     AppTelemetry,
     Blocking,
     Credentials,
-    DeviceId,
+    DeviceCredentials,
     Sessions,
-    load_device,
+    Uploader,
+    mark_seen,
 )
 from coordinator.api.limits import read_body
 from coordinator.api.schemas import Id, VersionNumber, error_responses
-from coordinator.db.blobs import get_blob
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
 from coordinator.services import devices, evaluation, jobs, leasing, registry, updates
+from coordinator.services.memo import BlobCache
 from fedge import protocol
 from fedge.protocol import (
     AbortRequest,
@@ -95,23 +97,17 @@ async def check_in(
 )
 async def download_plan(
     plan_sha256: str,
-    _: DeviceId,
+    credentials: Credentials,
     sessions: Sessions,
+    clock: AppClock,
     offload: Blocking,
     if_none_match: Annotated[str | None, Header()] = None,
     range_: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The plan's ``.tflite`` bytes. Immutable: cache by ETag (its sha256); resume with Range."""
-    return await offload(
-        _immutable,
-        sessions,
-        plan_sha256,
-        "application/octet-stream",
-        if_none_match,
-        range_,
-        if_range,
-    )
+    request = _Download("application/octet-stream", if_none_match, range_, if_range)
+    return await offload(request.serve, sessions, credentials, clock.now(), lambda _: plan_sha256)
 
 
 @router.get(
@@ -122,8 +118,9 @@ async def download_plan(
 async def download_weights(
     job_id: Id,
     number: VersionNumber,
-    _: DeviceId,
+    credentials: Credentials,
     sessions: Sessions,
+    clock: AppClock,
     offload: Blocking,
     if_none_match: Annotated[str | None, Header()] = None,
     range_: Annotated[str | None, Header(alias="Range")] = None,
@@ -131,12 +128,11 @@ async def download_weights(
 ) -> Response:
     """A global version's weights (binary wire format). Immutable: ETag-cached, Range-resumable."""
 
-    def work() -> Response:
-        with transaction(sessions, read_only=True) as session:
-            digest = jobs.get_version(session, job_id, number).weights_sha256
-        return _immutable(sessions, digest, MEDIA_TYPE, if_none_match, range_, if_range)
+    def digest(session: Session) -> str:
+        return jobs.get_version(session, job_id, number).weights_sha256
 
-    return await offload(work)
+    request = _Download(MEDIA_TYPE, if_none_match, range_, if_range)
+    return await offload(request.serve, sessions, credentials, clock.now(), digest)
 
 
 @router.put(
@@ -153,7 +149,7 @@ async def download_weights(
 async def upload_update(
     lease_id: str,
     request: Request,
-    device_id: DeviceId,
+    uploader: Uploader,
     sessions: Sessions,
     clock: AppClock,
     settings: AppSettings,
@@ -180,11 +176,11 @@ async def upload_update(
 
     def accept() -> UploadReceipt:
         now = clock.now()
-        try:
+        try:  # one write transaction: the authentication that counts, then the upload
             with transaction(sessions) as session:
                 return updates.upload(
                     session,
-                    load_device(session, device_id),
+                    uploader.device(session, now=now),
                     lease_id,
                     body,
                     base_version=base_version,
@@ -194,7 +190,7 @@ async def upload_update(
                 )
         except CoordinatorError as error:
             updates.record_rejection(
-                sessions, error, device_id=device_id, lease_id=lease_id, now=now
+                sessions, error, device_id=uploader.device_id, lease_id=lease_id, now=now
             )
             raise
 
@@ -280,42 +276,73 @@ async def report_evaluation(
     return await offload(work)
 
 
-def _immutable(
-    sessions: sessionmaker[Session],
-    digest: str,
-    media_type: str,
-    if_none_match: str | None,
-    range_header: str | None = None,
-    if_range: str | None = None,
-) -> Response:
-    """An immutable blob: ETag-cached, and resumable with ``Range`` (RFC 9110 §14)."""
-    etag = f'"{digest}"'
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "public, max-age=31536000, immutable",
-        "Accept-Ranges": "bytes",
-    }
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
-        return Response(status_code=304, headers=headers)
-    with transaction(sessions, read_only=True) as session:
+# Plans and global weights by sha256: what every device of a version downloads, read once.
+_served = BlobCache(64 * 1024 * 1024)
+
+
+class _Download:
+    """One conditional, ranged download of an immutable blob (RFC 9110 §13, §14)."""
+
+    def __init__(
+        self,
+        media_type: str,
+        if_none_match: str | None,
+        range_header: str | None,
+        if_range: str | None,
+    ) -> None:
+        self.media_type = media_type
+        self.if_none_match = if_none_match
+        self.range_header = range_header
+        self.if_range = if_range
+
+    def serve(
+        self,
+        sessions: sessionmaker[Session],
+        credentials: DeviceCredentials,
+        now: float,
+        digest_of: Callable[[Session], str],
+    ) -> Response:
+        """Authenticate, find the blob's digest and its bytes, in one read-only transaction."""
+        with transaction(sessions, read_only=True) as session:
+            device_id, stale = credentials.reader(session, now=now)
+            digest = digest_of(session)
+            response = self._answer(session, digest)
+        if stale:  # at most once a minute per device
+            mark_seen(sessions, device_id, now=now)
+        return response
+
+    def _answer(self, session: Session, digest: str) -> Response:
+        etag = f'"{digest}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Accept-Ranges": "bytes",
+        }
+        if self.if_none_match is not None and etag in {
+            t.strip() for t in self.if_none_match.split(",")
+        }:
+            return Response(status_code=304, headers=headers)
         try:
-            data = get_blob(session, digest)
+            data = _served.get(session, digest)
         except NotFound:
             raise NotFound(f"nothing stored under {digest}") from None
-    # A Range whose If-Range names another entity (or is malformed) gets the whole blob.
-    if range_header is None or (if_range is not None and if_range.strip() != etag):
-        return Response(content=data, media_type=media_type, headers=headers)
-    span = _byte_range(range_header, len(data))
-    if span is None:
-        return Response(content=data, media_type=media_type, headers=headers)
-    start, end = span
-    if start >= len(data):
-        headers["Content-Range"] = f"bytes */{len(data)}"
-        return Response(status_code=416, headers=headers)
-    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-    return Response(
-        status_code=206, content=data[start : end + 1], media_type=media_type, headers=headers
-    )
+        media_type = self.media_type
+        # A Range whose If-Range names another entity (or is malformed) gets the whole blob.
+        if self.range_header is None or (
+            self.if_range is not None and self.if_range.strip() != etag
+        ):
+            return Response(content=data, media_type=media_type, headers=headers)
+        span = _byte_range(self.range_header, len(data))
+        if span is None:
+            return Response(content=data, media_type=media_type, headers=headers)
+        start, end = span
+        if start >= len(data):
+            headers["Content-Range"] = f"bytes */{len(data)}"
+            return Response(status_code=416, headers=headers)
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return Response(
+            status_code=206, content=data[start : end + 1], media_type=media_type, headers=headers
+        )
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:

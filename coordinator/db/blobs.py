@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,29 +17,30 @@ def put_blob(session: Session, data: bytes, *, now: float, digest: str | None = 
     """Store ``data`` under its sha256 (a no-op if present) and return the digest.
 
     Pass ``digest`` when the caller has already hashed ``data``, to hash it once.
+
+    One statement, whatever is stored already: nothing is read first (a read would fetch the
+    whole row, a model's worth of bytes, only to learn that the insert has nothing to do).
     """
     digest = digest or hashlib.sha256(data).hexdigest()
-    existing = session.get(Blob, digest)
-    if existing is None:
-        # Two transactions may store the same bytes at once (two workers, identical updates):
-        # the second insert must wait for the first and then do nothing, not fail on the key.
-        row = {"sha256": digest, "size": len(data), "data": data, "created_at": now}
-        stored = session.scalar(_insert_if_absent(session).values(**row).returning(Blob.sha256))
-        if stored is not None:
-            return digest
-        existing = session.get(Blob, digest, populate_existing=True)
-    if existing is not None and _released(existing.size, existing.data):
-        # the same bytes again: keep them this time
-        existing.data = data
-        session.flush()
+    row = {"sha256": digest, "size": len(data), "data": data, "created_at": now}
+    session.execute(_upsert(session).values(**row))
     return digest
 
 
-def _insert_if_absent(session: Session) -> Insert:
-    """``INSERT … ON CONFLICT DO NOTHING`` into blobs, in the session's SQL dialect."""
+def _upsert(session: Session) -> Insert:
+    """``INSERT … ON CONFLICT``: a present row stays, unless its bytes were released.
+
+    Two transactions may store the same bytes at once (two workers, identical updates): the
+    second insert must wait for the first and then do nothing, not fail on the key. A row whose
+    bytes :func:`release` freed gets them back (the same bytes again: keep them this time).
+    """
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement: Insert = dialect.insert(Blob).on_conflict_do_nothing(index_elements=["sha256"])
-    return statement
+    statement = dialect.insert(Blob)
+    released = and_(Blob.size > 0, func.length(Blob.data) == 0)
+    upsert: Insert = statement.on_conflict_do_update(
+        index_elements=["sha256"], set_={"data": statement.excluded.data}, where=released
+    )
+    return upsert
 
 
 def release(session: Session, digests: Collection[str]) -> None:

@@ -54,6 +54,15 @@ def transaction(factory: sessionmaker[Session], *, read_only: bool = False) -> I
     instead of taking the write lock (a write inside it may fail with "database is locked").
     """
     with factory() as session, session.begin():
-        if read_only:
+        if read_only and isinstance(session.get_bind(), Engine):  # a bound connection keeps its own
             session.connection(execution_options={READ_ONLY: True})
         yield session
+
+
+def writes_serialised(session: Session) -> bool:
+    """Whether ``session``'s write transaction held the database's write lock from its start.
+
+    SQLite's writers begin ``IMMEDIATE`` (see :func:`make_engine`): nothing another transaction
+    commits can change what this one has read, so a re-read "under the lock" reads the same.
+    """
+    return session.get_bind().dialect.name == "sqlite"

@@ -24,6 +24,7 @@ from coordinator.db.models import (
 )
 from coordinator.errors import Conflict, LeaseClosed, NotFound
 from coordinator.services import accounting
+from coordinator.services.memo import ImmutableRows
 from coordinator.services.plans import get_plan
 
 Action = Literal["pause", "resume", "stop"]
@@ -188,9 +189,17 @@ def list_versions(session: Session, job_id: int) -> list[Version]:
     )
 
 
+# A version's weights, counts and metrics never change once made; its registry stage does.
+_versions = ImmutableRows(Version, mutable=("stage",))
+
+
 def get_version(session: Session, job_id: int, number: int) -> Version:
-    """Version ``number`` of a job; :class:`NotFound` if it does not exist (yet)."""
-    version = session.get(Version, (job_id, number))
+    """Version ``number`` of a job; :class:`NotFound` if it does not exist (yet).
+
+    Read from memory once committed (all but its registry ``stage``, read fresh when asked):
+    a version's contents are immutable, and one not yet made is not kept.
+    """
+    version = _versions.get(session, (job_id, number))
     if version is None:
         raise NotFound(f"job {job_id} has no version {number}")
     return version

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.db.models import Job, JobStatus, Round, RoundStatus
+from coordinator.db.models import Job, JobStatus, Lease, LeaseStatus, Round, RoundStatus
 from coordinator.db.session import transaction
 from coordinator.services import rounds
 from coordinator.services.jobs import get_job
@@ -13,9 +15,13 @@ from coordinator.services.leasing import expire_leases
 
 
 def sweep(sessions: sessionmaker[Session], *, now: float) -> None:
-    """One pass over running jobs, each in its own transaction."""
-    with transaction(sessions) as session:
-        job_ids = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)).all()
+    """One pass over the running jobs that have something due, each in its own transaction.
+
+    Most sweeps find nothing to do, so they ask first, in one read that takes no write lock:
+    a job whose leases are all live and whose round is not overdue is left alone.
+    """
+    with transaction(sessions, read_only=True) as session:
+        job_ids = jobs_due(session, now=now)
     for job_id in job_ids:
         with transaction(sessions) as session:
             job = get_job(session, job_id, for_update=True)
@@ -29,3 +35,24 @@ def sweep(sessions: sessionmaker[Session], *, now: float) -> None:
             )
             if overdue is not None:
                 rounds.close_round(session, job, overdue, now=now)
+
+
+def jobs_due(session: Session, *, now: float) -> Sequence[int]:
+    """Running jobs with an active lease past its deadline or silent, or an overdue open round.
+
+    Exactly the jobs on which a sweep at ``now`` changes something (:func:`expire_leases`'
+    condition, and the overdue round's), so skipping the others changes nothing.
+    """
+    lease_due = exists().where(
+        Lease.job_id == Job.id,
+        Lease.status == LeaseStatus.ACTIVE,
+        or_(Lease.deadline_at < now, Lease.alive_until < now),
+    )
+    round_due = exists().where(
+        Round.job_id == Job.id, Round.status == RoundStatus.OPEN, Round.deadline_at < now
+    )
+    return session.scalars(
+        select(Job.id)
+        .where(Job.status == JobStatus.RUNNING, or_(lease_due, round_due))
+        .order_by(Job.id)
+    ).all()

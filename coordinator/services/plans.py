@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from coordinator.db.blobs import get_blob
 from coordinator.db.models import Plan
 from coordinator.errors import BadRequest, Conflict, NotFound
+from coordinator.services.memo import ImmutableRows
 from fedge.errors import FedgeError
 from fedge.manifest import PlanManifest
 from fedge.wire import decode_vector
@@ -59,9 +60,12 @@ def register_plan(
     return plan
 
 
+_plans = ImmutableRows(Plan)  # a plan never changes once registered
+
+
 def get_plan(session: Session, plan_id: int) -> Plan:
-    """The plan with ``plan_id``; :class:`NotFound` if none."""
-    plan = session.get(Plan, plan_id)
+    """The plan with ``plan_id``; :class:`NotFound` if none. Read from memory once committed."""
+    plan = _plans.get(session, plan_id)
     if plan is None:
         raise NotFound(f"no plan {plan_id}")
     return plan

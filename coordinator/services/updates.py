@@ -32,7 +32,7 @@ from coordinator.db.models import (
     Round,
     Update,
 )
-from coordinator.db.session import transaction
+from coordinator.db.session import transaction, writes_serialised
 from coordinator.errors import (
     BadRequest,
     Conflict,
@@ -103,8 +103,9 @@ def upload(
         delta = decode_update(body)
     stored = put_blob(session, body, now=now, digest=None if clipped else digest)
 
-    job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
-    session.refresh(lease, with_for_update=True)
+    if not writes_serialised(session):  # SQLite's writers hold the lock since their BEGIN
+        job = get_job(session, lease.job_id, for_update=True)  # serialises version steps
+        session.refresh(lease, with_for_update=True)
     if _completed(lease):  # re-read under the lock: a concurrent retry of this upload won
         return _replay(session, job, lease, digest)
     _check_lease(lease, base_version=base_version, now=now)
