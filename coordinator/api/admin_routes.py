@@ -254,4 +254,5 @@ def _version_view(version: Version, round_number: int | None = None) -> VersionV
         update_norm_var=version.update_norm_var,
         round=round_number,
         privacy=version.privacy,
+        defences=version.defences,
     )

@@ -108,6 +108,9 @@ class VersionView(BaseModel):
     privacy: dict[str, Any] | None = None
     """a DP version's ε (PLD, RDP) at δ with its assumptions, z, C, n_actual, clipped
     fraction, and whether its noise came from a reproducible seed"""
+    defences: dict[str, Any] | None = None
+    """a version made with poisoning defences: ``zeroed`` (updates zeroed), ``zeroing_norm``,
+    ``next_zeroing_estimate``; ``robust`` (the rule) and ``trimmed_per_side``"""
 
 
 class BlobReceipt(BaseModel):

@@ -152,6 +152,8 @@ class Version(Base):
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # A DP version's ε (PLD, RDP), δ, assumptions, z, C, n_actual, clipped fraction, seeded.
     privacy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Zeroing (norm, zeroed, next estimate) and the robust rule of the step; NULL: neither.
+    defences: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Round(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from coordinator.aggregation import FloatArray, NonFiniteError, configured
 from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, JobStatus, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
-from coordinator.services import accounting
+from coordinator.services import accounting, defences
 from coordinator.services.jobs import (
     decode_optimizer_state,
     encode_optimizer_state,
@@ -76,6 +77,14 @@ def make_version_from_buffer(session: Session, job: Job, *, now: float) -> Versi
         return None
     private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
+    if defences.active(config):  # zeroing or a robust rule: folded at the close from the blobs
+        try:
+            return _defended_version(session, job, pending, num_params, None, started, now=now)
+        except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
+            raise InvalidUpdate(
+                f"update refused: the version it completes would be non-finite ({exc})",
+                reason=Reason.WOULD_OVERFLOW,
+            ) from exc
     state = aggregator.init(num_params)
     for update, delta in zip(pending, _deltas(session, pending, num_params), strict=True):
         # The staleness recorded at acceptance is the one that counts: a restart in between
@@ -120,6 +129,8 @@ def make_version_from_round(
     config = job_config(job)
     private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
+    if defences.active(config):  # zeroing or a robust rule: folded at the close from the blobs
+        return _defended_version(session, job, reports, num_params, current.id, started, now=now)
     aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
@@ -162,6 +173,7 @@ def _commit_version(
     seconds: float,
     now: float,
     private: accounting.PrivateStep | None,
+    defended: dict[str, Any] | None = None,
 ) -> Version:
     number = job.current_version + 1
     config = job_config(job)
@@ -183,6 +195,7 @@ def _commit_version(
         round_id=round_id,
         aggregation_seconds=seconds,
         privacy=metadata,
+        defences=defended,
     )
     session.add(version)
     for update in updates:
@@ -199,6 +212,45 @@ def _commit_version(
         end_job(session, job, now=now, status=JobStatus.BUDGET_EXHAUSTED)
     session.flush()
     return version
+
+
+def _defended_version(
+    session: Session,
+    job: Job,
+    updates: Sequence[Update],
+    num_params: int,
+    round_id: int | None,
+    started: float,
+    *,
+    now: float,
+) -> Version:
+    """Version N+1 of a job with zeroing or a robust rule (``coordinator.services.defences``)."""
+    step = defences.fold(
+        session,
+        job,
+        job_config(job),
+        updates,
+        _deltas(session, updates, num_params),
+        weights=decode_vector(version_weights(session, job.id, job.current_version)),
+        optimizer_state=decode_optimizer_state(get_blob(session, _optimizer_sha(job))),
+        now=now,
+    )
+    return _commit_version(
+        session,
+        job,
+        updates,
+        weights=step.weights,
+        optimizer_state=encode_optimizer_state(step.optimizer_state),
+        num_examples=step.num_examples,
+        mean_staleness=step.mean_staleness,
+        norm_mean=step.norm_mean,
+        norm_var=step.norm_var,
+        round_id=round_id,
+        seconds=time.perf_counter() - started,
+        now=now,
+        private=None,  # a DP job refuses these defences (coordinator.config)
+        defended=step.metadata,
+    )
 
 
 def _deltas(session: Session, updates: Sequence[Update], num_params: int) -> Iterator[FloatArray]:
