@@ -127,3 +127,24 @@ def test_0006_adds_the_privacy_columns_as_null_and_takes_them_away_again(tmp_pat
         assert "privacy" not in columns_of(engine, "versions")
         assert rounds_of(engine) == ROUNDS
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_0010_adds_the_version_defences_as_null_and_takes_them_away_again(tmp_path, kind):
+    with fresh_database(kind, tmp_path) as db_url:
+        engine = make_engine(db_url)
+        upgrade(engine, "0004")
+        with engine.begin() as db:
+            insert_a_sync_job_with_rounds(db)
+        upgrade(engine)
+
+        with engine.connect() as db:
+            assert db.execute(text("SELECT defences FROM versions")).scalar() is None
+        with engine.begin() as db:
+            config = alembic_config()
+            config.attributes["connection"] = db
+            command.downgrade(config, "0006")
+
+        assert "defences" not in columns_of(engine, "versions")
+        assert "privacy" in columns_of(engine, "versions")
+        engine.dispose()
