@@ -184,9 +184,7 @@ def job_request(*, privacy: dict[str, Any] | None = None, **aggregation: Any) ->
         ({"weighting": "uniform", "zeroing": {}}, "aggregation.zeroing"),
     ],
 )
-def test_a_dp_job_with_a_defence_that_voids_its_accounting_is_refused_naming_it(
-    aggregation, field
-):
+def test_a_dp_job_with_a_defence_that_voids_its_accounting_is_refused_naming_it(aggregation, field):
     with pytest.raises(ValidationError, match=field):
         JobCreate.model_validate(job_request(privacy=DP, **aggregation))
 
@@ -197,7 +195,7 @@ def test_the_dp_refusal_of_a_robust_rule_says_why():
 
 
 def test_a_robust_rule_with_example_weighting_is_refused():
-    with pytest.raises(ValidationError, match="weighting: aggregation.robust = 'median'"):
+    with pytest.raises(ValidationError, match=r"weighting: aggregation\.robust = 'median'"):
         JobCreate.model_validate(job_request(robust="median"))
 
 
@@ -235,7 +233,7 @@ def test_defences_without_dp_are_accepted_with_tffs_zeroing_defaults():
 def test_secure_aggregation_will_refuse_each_defence_that_needs_individual_updates():
     aggregation = AggregationConfig(weighting="uniform", robust="median", zeroing={})
 
-    with pytest.raises(ValueError, match="aggregation.zeroing: secure aggregation hides"):
+    with pytest.raises(ValueError, match=r"aggregation\.zeroing: secure aggregation hides"):
         refuse_hidden_updates(aggregation, hidden_by="secure aggregation")
     refuse_hidden_updates(AggregationConfig(), hidden_by="secure aggregation")  # nothing to refuse
     refuse_hidden_updates(aggregation, hidden_by=None)  # nothing hides updates today
