@@ -10,7 +10,9 @@ The task: ``mnist_mlp`` on 100 devices with 40 IID MNIST digits each, synchronou
 reports (no over-selection, no dropout: every difference is the attack's or the defence's),
 ``--rounds`` versions, uniform weighting in every cell (the robust rules need it). Clipping's C
 is the clean run's mean update norm (measured first, in the same invocation): a bound honest
-devices rarely meet. Zeroing is TFF's robust aggregator's (0.98 quantile ×2 +1). The trimmed
+devices rarely meet. Zeroing is TFF's robust aggregator's rule (0.98 quantile, ×2, η = ln 10),
+started at q̂ = C with no increment (TFF's q̂₀ = 10 and +1 assume norms of order 1: here the
+zeroing norm would stay above 20 for the whole run, on norms of ~0.25). The trimmed
 mean cuts 20 % per side (2 of a round's 10), the median is the coordinate-wise median.
 """
 
@@ -34,7 +36,9 @@ def defence_settings(defence: str, clip_norm: float) -> dict[str, Any]:
     return {
         "none": {},
         "clipping": clipping,
-        "zeroing": {**clipping, "zeroing": {}},
+        # TFF's rule, started at q̂ = C without the +1: TFF's q̂₀ = 10 and +1 are sized for
+        # norms of order 1 and thousands of rounds; here norms are ~0.25 and rounds few.
+        "zeroing": {**clipping, "zeroing": {"initial_estimate": clip_norm, "increment": 0.0}},
         "trimmed_mean": {"robust": "trimmed_mean", "trim_fraction": 0.2},
         "median": {"robust": "median"},
     }[defence]
