@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ def run_cell(fields: dict[str, Any]) -> dict[str, Any]:
     from simulator.run import simulate
 
     started = time.perf_counter()
+    # A fresh folder: the in-process coordinator would reuse a database left there, and its
+    # earlier job's devices would change this run's timing.
+    shutil.rmtree(fields["out"], ignore_errors=True)
     outcome = simulate(SimulationConfig.model_validate(fields))
     figures = summary(outcome)
     versions = [v for v in outcome.history["versions"] if v["version"] > 0]
