@@ -7,6 +7,7 @@ through a protocol (``coordinator.aggregation.configured``), without importing i
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -55,6 +56,22 @@ class PopulationConfig(Strict):
     require_idle: bool = True
     require_unmetered: bool = True
     min_free_memory_mb: Amount = Field(0.0, ge=0)
+
+
+class ZeroingConfig(Strict):
+    """Adaptive zeroing (``coordinator.aggregation.zeroing``), with TFF's defaults.
+
+    An update whose norm exceeds ``multiplier`` × q̂ + ``increment`` is replaced by zeros in its
+    version, q̂ tracking the ``target_quantile`` of update norms from ``initial_estimate``.
+    """
+
+    initial_estimate: Amount = Field(10.0, gt=0, description="q̂ before the first version")
+    target_quantile: Amount = Field(0.98, gt=0, lt=1, description="the quantile q̂ tracks")
+    learning_rate: Amount = Field(
+        math.log(10.0), ge=0, description="η of q̂'s geometric update; 0: a fixed zeroing norm"
+    )
+    multiplier: Amount = Field(2.0, gt=0, description="zeroing norm = multiplier × q̂ + increment")
+    increment: Amount = Field(1.0, ge=0)
 
 
 class AggregationConfig(Strict):
@@ -112,12 +129,63 @@ class AggregationConfig(Strict):
     # Update checks
     max_update_norm: float | None = Field(None, gt=0)
     norm_policy: Literal["clip", "reject"] = "reject"
+    # Defences against poisoning (docs/privacy.md, "Norm bounding and robust aggregation")
+    zeroing: ZeroingConfig | None = Field(
+        None,
+        description="zero an update far longer than the others (before max_update_norm "
+        "clips); None: off",
+    )
+    robust: Literal["trimmed_mean", "median"] | None = Field(
+        None,
+        description="coordinate-wise robust rule instead of the mean, per round or buffer "
+        "(holds the version's k updates in memory at the close); needs uniform weighting; "
+        "None: the streaming mean",
+    )
+    trim_fraction: Amount = Field(
+        0.1, ge=0, lt=0.5, description="trimmed_mean: share of values cut at each end"
+    )
 
     @model_validator(mode="after")
     def _minimum_within_target(self) -> AggregationConfig:
         if self.minimum is not None and self.minimum > self.target:
             raise ValueError(f"minimum ({self.minimum}) exceeds target ({self.target})")
         return self
+
+    @model_validator(mode="after")
+    def _robust_counts_each_update_once(self) -> AggregationConfig:
+        if self.robust is not None and self.weighting != "uniform":
+            raise ValueError(
+                f"weighting: aggregation.robust = '{self.robust}' counts every update once "
+                "(a coordinate's sorted values carry no weights), so it needs 'uniform'; "
+                "example counts would let one device claim a larger say"
+            )
+        return self
+
+
+def individual_update_defences(aggregation: AggregationConfig) -> list[str]:
+    """The configured defences that must see each update on its own (norm, coordinates)."""
+    needs = []
+    if aggregation.zeroing is not None:
+        needs.append("aggregation.zeroing")
+    if aggregation.robust is not None:
+        needs.append("aggregation.robust")
+    return needs
+
+
+def refuse_hidden_updates(aggregation: AggregationConfig, *, hidden_by: str | None) -> None:
+    """Refuse defences that need individual updates when ``hidden_by`` hides them from us.
+
+    The hook for secure aggregation (issue 17): the coordinator then sees only the sum of a
+    group's masked updates, so it can neither measure one update's norm nor sort a coordinate's
+    values. Today nothing hides updates (``JobCreate`` passes None); the secure-aggregation
+    switch passes its own name here and these defences are refused with it.
+    """
+    needs = individual_update_defences(aggregation)
+    if hidden_by is not None and needs:
+        raise ValueError(
+            f"{needs[0]}: {hidden_by} hides each update from the coordinator, and this defence "
+            f"needs to see them one by one ({', '.join(needs)}); turn one of them off"
+        )
 
 
 # A lease survives this many missed heartbeats: one lost request or a slow step is not death.
@@ -316,4 +384,29 @@ class JobCreate(Strict):
             check_satisfiable(privacy, updates_per_version=per_version)
         except ValueError as exc:
             raise ValueError(f"privacy.{exc}") from exc
+        return self
+
+    @model_validator(mode="after")
+    def _defences_keep_their_guarantees(self) -> JobCreate:
+        """Poisoning defences that would void DP's accounting, or that cannot see updates."""
+        aggregation = self.aggregation
+        refuse_hidden_updates(aggregation, hidden_by=None)  # issue 17: secure aggregation's name
+        if self.privacy.mechanism == "off":
+            return self
+        if aggregation.robust is not None:
+            raise ValueError(
+                f"aggregation.robust: '{aggregation.robust}' with DP noise breaks the "
+                "sensitivity bound the noise is sized for: the noise covers one device moving "
+                "the sum by C in L2, but by shifting which values are cut one device moves "
+                "each of the P coordinates of a trimmed mean or median by up to 2C/(k − 2t), "
+                "so up to 2C·√P/(k − 2t) in L2; clipping to C is the DP job's norm bound"
+            )
+        if aggregation.zeroing is not None:
+            raise ValueError(
+                "aggregation.zeroing: a DP job's devices clip to C before uploading, so no "
+                "stored norm exceeds C (an update above it is refused, norm_too_large) and "
+                "zeroing has nothing to catch, while its quantile estimate, read from the "
+                "norms in the clear, would be a release the accountant does not charge; use "
+                "privacy.clipping (adaptive C is the accounted quantile)"
+            )
         return self

@@ -111,6 +111,9 @@ class Reason(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
+    # Never sent to a device: an accepted update its version's zeroing replaced by zeros
+    # (coordinator.services.defences), counted with the refusals for operators.
+    ZEROED = "zeroed"
 
 
 # Statuses that mean a lease is gone (closed, unknown, not this device's): stop working on it.

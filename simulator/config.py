@@ -145,6 +145,44 @@ class TraceConfig(BaseModel):
     )
 
 
+class AttackConfig(BaseModel):
+    """Malicious devices and what they send (:mod:`simulator.attacks`); none by default.
+
+    ``scale`` multiplies a malicious device's trained delta by ``scale`` (×10 by default);
+    ``sign_flip`` sends its negation; ``backdoor`` stamps a trigger (a ``patch`` × ``patch``
+    square of ``trigger_value`` in an image's bottom-right corner, or the last ``patch``
+    features of a vector) on a share of its examples, relabels them ``target_class``, trains on
+    them and sends that delta × ``boost``. The malicious devices are drawn from the run's seed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["none", "scale", "sign_flip", "backdoor"] = "none"
+    fraction: float = Field(0.0, ge=0, le=1, description="share of the devices that are malicious")
+    scale: float = Field(10.0, gt=0, description="scale: the factor a malicious delta is sent at")
+    target_class: int = Field(0, ge=0, description="backdoor: the label triggered inputs get")
+    patch: int = Field(4, ge=1, description="backdoor: the trigger's side (or features stamped)")
+    trigger_value: float = Field(1.0, description="backdoor: the stamped pixels' value")
+    poisoned_share: float = Field(
+        0.5, gt=0, le=1, description="backdoor: share of a malicious device's examples stamped"
+    )
+    boost: float = Field(
+        1.0,
+        gt=0,
+        description="backdoor: factor the poisoned delta is sent at (model replacement, "
+        "Bagdasaryan et al., AISTATS 2020); 1: none",
+    )
+
+    @model_validator(mode="after")
+    def _fraction_needs_an_attack(self) -> AttackConfig:
+        if self.kind == "none" and self.fraction > 0:
+            raise ValueError(
+                f"attack.kind: name the attack the {self.fraction:g} malicious share makes "
+                "(scale, sign_flip or backdoor)"
+            )
+        return self
+
+
 # The run's fields a job's defaults are made from (validated before ``job``).
 _JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server", "codec"}
 
@@ -193,6 +231,7 @@ class SimulationConfig(BaseModel):
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
     traces: TraceConfig = Field(default_factory=TraceConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
     job: dict[str, Any] = Field(
         default_factory=dict,
         description="JobCreate fields (aggregation, population, task) layered over the defaults; "

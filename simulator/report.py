@@ -96,6 +96,26 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "population_bytes_per_device": round(outcome.population.bytes_per_device, 1),
         "job_status": history.get("status"),
         "privacy": privacy_summary(history),
+        "attack": attack_summary(outcome),
+    }
+
+
+def attack_summary(outcome: Outcome) -> dict[str, Any] | None:
+    """A poisoned run's attack, main-task accuracy, backdoor success and updates zeroed."""
+    adversary = outcome.adversary
+    if adversary is None:
+        return None
+    final, attack = outcome.rows[-1], adversary.config
+    zeroed = sum(
+        int((v.get("defences") or {}).get("zeroed", 0)) for v in outcome.history["versions"]
+    )
+    return {
+        "kind": attack.kind,
+        "fraction": attack.fraction,
+        "malicious_devices": len(adversary.malicious),
+        "main_task_accuracy": final["accuracy"],
+        "backdoor_success": final.get("backdoor_success"),
+        "updates_zeroed": zeroed,
     }
 
 

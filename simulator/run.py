@@ -21,6 +21,7 @@ from device_sdk.plan_runner import PlanRunner
 from device_sdk.trainer import evaluate
 from fedge.logs import native_chatter_dropped
 from fedge.manifest import PlanManifest, manifest_path_for
+from simulator.attacks import Adversary, backdoor_examples
 from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
 from simulator.device_data import DeviceData
@@ -49,6 +50,8 @@ class Outcome:
     data_mode: str
     interrupted: bool = False
     """Ctrl-C stopped the run early: the figures are those of the part that ran."""
+    adversary: Adversary | None = None
+    """The malicious devices and their attack (``config.attack``), if any."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -84,9 +87,10 @@ def simulate(config: SimulationConfig) -> Outcome:
 
         apply_traces(population, config.traces, rng=np.random.default_rng([config.seed, 2]))
     manifests = {manifest.plan_sha256: manifest_path_for(plan_path).read_text()}
+    adversary = Adversary.draw(config.attack, devices=config.devices, seed=config.seed)
     with (
         _coordinator(config) as (url, clock, coordinator),
-        _trainers(config, data, blobs, manifests) as trainers,
+        _trainers(config, data, blobs, manifests, adversary) as trainers,
     ):
         transport = coordinator.transport if coordinator is not None else None
         admin = AdminClient(url, config.admin_token or ADMIN_TOKEN, transport=transport)
@@ -110,7 +114,7 @@ def simulate(config: SimulationConfig) -> Outcome:
             start=start,
             first_check_in_spread=config.first_check_in_minutes * 60.0,
         )
-        evaluator = _Evaluator(plan_path, manifest, data, admin, int(job["id"]))
+        evaluator = _Evaluator(plan_path, manifest, data, admin, int(job["id"]), adversary)
         rows, interrupted = _drive(config, fleet, clock, coordinator, evaluator, start)
         final = evaluator.final_weights()
         fairness = evaluator.per_device(final, config.fairness_devices, seed=config.seed)
@@ -130,6 +134,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         peak_rss_mb=_peak_rss_mb(),
         data_mode=data.mode,
         interrupted=interrupted,
+        adversary=adversary,
     )
 
 
@@ -229,19 +234,23 @@ def _coordinator(
 
 @contextlib.contextmanager
 def _trainers(
-    config: SimulationConfig, data: DeviceData, blobs: Path, manifests: dict[str, str]
+    config: SimulationConfig,
+    data: DeviceData,
+    blobs: Path,
+    manifests: dict[str, str],
+    adversary: Adversary | None = None,
 ) -> Iterator[Trainers]:
     trainers: Trainers
     workers = config.workers or os.cpu_count() or 1
     if config.backend == "local" or (config.backend == "process" and workers == 1):
-        trainers = LocalTrainers(Worker(data, blobs, manifests))
+        trainers = LocalTrainers(Worker(data, blobs, manifests, adversary))
     elif config.backend == "process":
-        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed)
+        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed, adversary)
         trainers = ProcessTrainers(spec, blobs, manifests, workers=workers)
     else:
         from simulator.ray_backend import RayTrainers
 
-        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed)
+        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed, adversary)
         trainers = RayTrainers(spec, blobs, manifests, workers=workers, address=config.ray_address)
     try:
         yield trainers
@@ -259,12 +268,21 @@ class _Evaluator:
         data: DeviceData,
         admin: AdminClient,
         job_id: int,
+        adversary: Adversary | None = None,
     ) -> None:
         self.runner = PlanRunner(plan_path.read_bytes(), manifest)
         self.data = data
         self.admin = admin
         self.job_id = job_id
         self._scored: tuple[int, float, float] | None = None
+        attack = None if adversary is None else adversary.config
+        # A backdoor's held-out probe: other classes' test examples, stamped with the trigger.
+        self._backdoor = (
+            backdoor_examples(data.test.x, data.test.y, attack)
+            if attack is not None and attack.kind == "backdoor"
+            else None
+        )
+        self._backdoor_scored: tuple[int, float] | None = None
 
     def row(self, seconds: float, fleet: Fleet) -> dict[str, Any]:
         job = self.admin.job(self.job_id)
@@ -274,6 +292,7 @@ class _Evaluator:
             result = evaluate(self.runner, self.data.test.x, self.data.test.y)
             self._scored = (version, result.loss, result.accuracy)
         stats = fleet.stats
+        extra = {} if self._backdoor is None else {"backdoor_success": self.backdoor(version)}
         return {
             "virtual_hours": seconds / 3600.0,
             "version": version,
@@ -288,7 +307,17 @@ class _Evaluator:
             "busy_devices": len(fleet.busy),
             "bytes_up": stats.bytes_up,
             "bytes_down": stats.bytes_down,
+            **extra,
         }
+
+    def backdoor(self, version: int) -> float:
+        """The backdoor's success on ``version``: stamped inputs classified as its target."""
+        assert self._backdoor is not None
+        if self._backdoor_scored is None or self._backdoor_scored[0] != version:
+            self.runner.set_weights(self.admin.weights(self.job_id, version))
+            success = evaluate(self.runner, *self._backdoor).accuracy
+            self._backdoor_scored = (version, success)
+        return self._backdoor_scored[1]
 
     def final_weights(self) -> np.ndarray:
         version = int(self.admin.job(self.job_id)["current_version"])

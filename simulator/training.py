@@ -35,6 +35,7 @@ from device_sdk.trainer import TrainResult
 from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import Task
+from simulator.attacks import Adversary
 from simulator.config import PartitionConfig
 from simulator.device_data import DeviceData
 
@@ -47,6 +48,7 @@ class DataSpec:
     num_devices: int
     partition: PartitionConfig
     seed: int
+    adversary: Adversary | None = None  # the malicious devices and their attack, if any
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,18 @@ class Trainers(Protocol):
 class Worker:
     """A worker's state: the devices' data, its interpreters and a blob folder to read from."""
 
-    def __init__(self, data: DataSpec | DeviceData, blobs: Path, manifests: dict[str, str]) -> None:
+    def __init__(
+        self,
+        data: DataSpec | DeviceData,
+        blobs: Path,
+        manifests: dict[str, str],
+        adversary: Adversary | None = None,
+    ) -> None:
         if isinstance(data, DataSpec):
+            adversary = data.adversary
             data = DeviceData(data.dataset, data.num_devices, data.partition, seed=data.seed)
         self.data = data
+        self.adversary = adversary
         self.blobs = blobs
         self.manifests = manifests  # plan sha256 -> manifest JSON
         self._runners: dict[str, PlanRunner] = {}
@@ -101,15 +111,17 @@ class Worker:
             runner = self._runner(task.plan_sha256)
         except (DeviceError, ManifestError) as broken:
             return Failure(0, "bad_plan", str(broken))
-        x, y = self.data.examples(task.device)
-        return train_task(
-            runner,
-            weights=self.read_blob(task.weights_sha256),
-            x=x,
-            y=y,
-            task=task.task,
-            rng=np.random.default_rng(list(task.seed)),
-        )
+        weights = self.read_blob(task.weights_sha256)
+        rng = np.random.default_rng(list(task.seed))
+
+        def train(x: Any, y: Any) -> TrainResult | Failure:
+            return train_task(runner, weights=weights, x=x, y=y, task=task.task, rng=rng)
+
+        examples = self.data.examples(task.device)
+        if self.adversary is None:
+            return train(*examples)
+        poisoning = np.random.default_rng([*task.seed, 23])  # apart from training's shuffles
+        return self.adversary.train(task.device, examples, train, rng=poisoning)
 
     def read_blob(self, sha256: str) -> bytes:
         """The bytes of a plan or weights blob, by content address."""

@@ -7,7 +7,9 @@ objects and persists the states they return (plain arrays and scalars).
 - ``staleness``, ``server_optimizers``: the pieces FedBuff and FedAvg compose;
 - ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer;
 - ``clipping``: per-update norm bounds; ``cohort``: a round's cohort size and deadline;
-- ``configured``: a job's aggregation config (read through a protocol) → these objects.
+- ``configured``: a job's aggregation config (read through a protocol) → these objects;
+- ``zeroing``: adaptive zeroing of outlying updates; ``robust``: coordinate-wise trimmed mean
+  and median (the defences against poisoning).
 """
 
 from coordinator.aggregation.accumulator import (
@@ -27,7 +29,12 @@ from coordinator.aggregation.cohort import (
     fit_report_times,
     plan_cohort,
 )
-from coordinator.aggregation.configured import Aggregation, AggregationSettings, configured
+from coordinator.aggregation.configured import (
+    Aggregation,
+    AggregationSettings,
+    ZeroingSettings,
+    configured,
+)
 from coordinator.aggregation.errors import (
     AggregationError,
     NonFiniteError,
@@ -37,6 +44,7 @@ from coordinator.aggregation.errors import (
 from coordinator.aggregation.fedavg import FedAvgRound, RoundMeasurements
 from coordinator.aggregation.fedbuff import BufferMeasurements, BufferState, FedBuffBuffer
 from coordinator.aggregation.norms import Magnitudes, NormMoments, l2_norm, magnitudes, update_norm
+from coordinator.aggregation.robust import CoordinateWise, RobustMeasurements, RobustRule
 from coordinator.aggregation.server_optimizers import (
     FedAdam,
     FedAvgM,
@@ -53,6 +61,7 @@ from coordinator.aggregation.staleness import (
     StalenessFunction,
     staleness_from_config,
 )
+from coordinator.aggregation.zeroing import Zeroing, ZeroingStep
 
 __all__ = [
     "AccumulatorState",
@@ -64,6 +73,7 @@ __all__ = [
     "BufferState",
     "CohortPlan",
     "Constant",
+    "CoordinateWise",
     "Delta",
     "FedAdam",
     "FedAvgM",
@@ -81,6 +91,8 @@ __all__ = [
     "OptimizerState",
     "Polynomial",
     "ReportTimeModel",
+    "RobustMeasurements",
+    "RobustRule",
     "RoundHistory",
     "RoundMeasurements",
     "ServerOptimizer",
@@ -90,6 +102,9 @@ __all__ = [
     "SumArray",
     "WeightedSum",
     "Weighting",
+    "Zeroing",
+    "ZeroingSettings",
+    "ZeroingStep",
     "clip_by_norm",
     "configured",
     "fit_report_times",

@@ -17,8 +17,39 @@ from coordinator.aggregation.accumulator import Weighting
 from coordinator.aggregation.clipping import NormBound, NormPolicy
 from coordinator.aggregation.fedavg import FedAvgRound
 from coordinator.aggregation.fedbuff import FedBuffBuffer
+from coordinator.aggregation.robust import CoordinateWise, RobustRule
 from coordinator.aggregation.server_optimizers import ServerOptimizer, server_optimizer_from_config
 from coordinator.aggregation.staleness import StalenessFunction, staleness_from_config
+from coordinator.aggregation.zeroing import Zeroing
+
+
+class ZeroingSettings(Protocol):
+    """The fields of a job's zeroing section (:class:`~coordinator.aggregation.zeroing.Zeroing`)."""
+
+    @property
+    def initial_estimate(self) -> float:
+        """q̂ before the first version."""
+        ...
+
+    @property
+    def target_quantile(self) -> float:
+        """The quantile q̂ tracks."""
+        ...
+
+    @property
+    def learning_rate(self) -> float:
+        """η of q̂'s geometric update."""
+        ...
+
+    @property
+    def multiplier(self) -> float:
+        """Zeroing norm = multiplier · q̂ + increment."""
+        ...
+
+    @property
+    def increment(self) -> float:
+        """Zeroing norm = multiplier · q̂ + increment."""
+        ...
 
 
 class AggregationSettings(Protocol):
@@ -99,6 +130,21 @@ class AggregationSettings(Protocol):
         """What happens to an update past the bound."""
         ...
 
+    @property
+    def zeroing(self) -> ZeroingSettings | None:
+        """Adaptive zeroing of outlying updates; None: off."""
+        ...
+
+    @property
+    def robust(self) -> RobustRule | None:
+        """A coordinate-wise robust rule instead of the mean; None: the streaming mean."""
+        ...
+
+    @property
+    def trim_fraction(self) -> float:
+        """The trimmed mean's share of values cut at each end."""
+        ...
+
 
 @dataclass(frozen=True)
 class Aggregation:
@@ -156,6 +202,27 @@ class Aggregation:
         if self.settings.max_update_norm is None:
             return None
         return NormBound(max_norm=self.settings.max_update_norm, policy=self.settings.norm_policy)
+
+    @cached_property
+    def zeroing(self) -> Zeroing | None:
+        """Adaptive zeroing of a version's outlying updates; None when off."""
+        section = self.settings.zeroing
+        if section is None:
+            return None
+        return Zeroing(
+            initial_estimate=section.initial_estimate,
+            target_quantile=section.target_quantile,
+            learning_rate=section.learning_rate,
+            multiplier=section.multiplier,
+            increment=section.increment,
+        )
+
+    @cached_property
+    def robust(self) -> CoordinateWise | None:
+        """The coordinate-wise robust rule that replaces the mean; None: the streaming mean."""
+        if self.settings.robust is None:
+            return None
+        return CoordinateWise(rule=self.settings.robust, trim_fraction=self.settings.trim_fraction)
 
 
 def configured(settings: AggregationSettings) -> Aggregation:

@@ -255,4 +255,5 @@ def _version_view(version: Version, round_number: int | None = None) -> VersionV
         round=round_number,
         privacy=version.privacy,
         upload_bytes=version.upload_bytes,
+        defences=version.defences,
     )

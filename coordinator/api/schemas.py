@@ -110,6 +110,9 @@ class VersionView(BaseModel):
     fraction, and whether its noise came from a reproducible seed"""
     upload_bytes: int = 0
     """bytes of its updates' uploads as received (after compression)"""
+    defences: dict[str, Any] | None = None
+    """a version made with poisoning defences: ``zeroed`` (updates zeroed), ``zeroing_norm``,
+    ``next_zeroing_estimate``; ``robust`` (the rule) and ``trimmed_per_side``"""
 
 
 class BlobReceipt(BaseModel):

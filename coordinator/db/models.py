@@ -178,6 +178,8 @@ class Version(Base):
         ),
     )
     upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Zeroing (norm, zeroed, next estimate) and the robust rule of the step; NULL: neither.
+    defences: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Round(Base):

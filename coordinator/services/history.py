@@ -34,6 +34,7 @@ def job_history(session: Session, job_id: int) -> dict[str, Any]:
             "update_norm_variance": v.update_norm_var,
             "aggregation_seconds": v.aggregation_seconds,
             **({} if v.privacy is None else {"privacy": v.privacy}),
+            **({} if v.defences is None else {"defences": v.defences}),
             **evaluations.get(v.number, {}),
         }
         for v in session.scalars(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from coordinator.aggregation import Delta, FloatArray, NonFiniteError, configure
 from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, JobStatus, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
-from coordinator.services import accounting
+from coordinator.services import accounting, defences
 from coordinator.services.jobs import (
     decode_optimizer_state,
     encode_optimizer_state,
@@ -93,6 +94,14 @@ def make_version_from_buffer(
         return None
     private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
+    if defences.active(config):  # zeroing or a robust rule: folded at the close from the blobs
+        try:
+            return _defended_version(session, job, pending, num_params, None, started, now=now)
+        except NonFiniteError as exc:  # the triggering upload is refused; the buffer is kept
+            raise InvalidUpdate(
+                f"update refused: the version it completes would be non-finite ({exc})",
+                reason=Reason.WOULD_OVERFLOW,
+            ) from exc
     state = aggregator.init(num_params)
     deltas = _deltas(session, pending, num_params, received or {})
     for update, delta in zip(pending, deltas, strict=True):
@@ -146,6 +155,8 @@ def make_version_from_round(
     config = job_config(job)
     private = accounting.begin_version(job, config)
     num_params = get_plan(session, job.plan_id).num_params
+    if defences.active(config):  # zeroing or a robust rule: folded at the close from the blobs
+        return _defended_version(session, job, reports, num_params, current.id, started, now=now)
     aggregator = configured(config.aggregation).fedavg
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
@@ -191,6 +202,7 @@ def _commit_version(
     seconds: float,
     now: float,
     private: accounting.PrivateStep | None,
+    defended: dict[str, Any] | None = None,
 ) -> Version:
     number = job.current_version + 1
     config = job_config(job)
@@ -213,6 +225,7 @@ def _commit_version(
         aggregation_seconds=seconds,
         privacy=metadata,
         upload_bytes=sum(update.upload_bytes or 0 for update in updates),
+        defences=defended,
     )
     session.add(version)
     for update in updates:
@@ -250,6 +263,55 @@ def _deltas(
 def _folded_norm(update: Update) -> float | None:
     """The norm measured at upload, if it is the stored delta's (not for a clipped update)."""
     return None if update.clipped else update.norm
+
+
+def _defended_version(
+    session: Session,
+    job: Job,
+    updates: Sequence[Update],
+    num_params: int,
+    round_id: int | None,
+    started: float,
+    *,
+    now: float,
+) -> Version:
+    """Version N+1 of a job with zeroing or a robust rule (``coordinator.services.defences``)."""
+    step = defences.fold(
+        session,
+        job,
+        job_config(job),
+        updates,
+        _float_deltas(session, updates, num_params),
+        weights=decode_vector(version_weights(session, job.id, job.current_version)),
+        optimizer_state=decode_optimizer_state(get_blob(session, _optimizer_sha(job))),
+        now=now,
+    )
+    return _commit_version(
+        session,
+        job,
+        updates,
+        weights=step.weights,
+        optimizer_state=encode_optimizer_state(step.optimizer_state),
+        num_examples=step.num_examples,
+        mean_staleness=step.mean_staleness,
+        norm_mean=step.norm_mean,
+        norm_var=step.norm_var,
+        round_id=round_id,
+        seconds=time.perf_counter() - started,
+        now=now,
+        private=None,  # a DP job refuses these defences (coordinator.config)
+        defended=step.metadata,
+    )
+
+
+def _float_deltas(
+    session: Session, updates: Sequence[Update], num_params: int
+) -> Iterator[FloatArray]:
+    """Each stored update decoded to floats (a defence compares coordinates across updates)."""
+    for update in updates:  # one blob decoded at a time; the defence holds what it needs
+        yield decode_update(
+            get_blob(session, update.delta_sha256), expected_length=num_params
+        ).decode()
 
 
 def _optimizer_sha(job: Job) -> str:

@@ -130,7 +130,7 @@ def test_0006_adds_the_privacy_columns_as_null_and_takes_them_away_again(tmp_pat
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_0008_adds_the_codec_columns_empty_and_takes_them_away_again(tmp_path, kind):
+def test_0008_and_0010_add_codec_and_defence_columns_empty_and_take_them_away_again(tmp_path, kind):
     with fresh_database(kind, tmp_path) as db_url:
         engine = make_engine(db_url)
         upgrade(engine, "0004")
@@ -142,6 +142,7 @@ def test_0008_adds_the_codec_columns_empty_and_takes_them_away_again(tmp_path, k
             lease = db.execute(text("SELECT codec, codec_seed FROM leases")).one()
             assert tuple(lease) == (None, None)
             assert db.execute(text("SELECT upload_bytes FROM versions")).scalar() == 0
+            assert db.execute(text("SELECT defences FROM versions")).scalar() is None
         with engine.begin() as db:
             config = alembic_config()
             config.attributes["connection"] = db
@@ -151,4 +152,6 @@ def test_0008_adds_the_codec_columns_empty_and_takes_them_away_again(tmp_path, k
         assert not {"codec", "upload_bytes"} & columns_of(engine, "updates")
         assert "upload_bytes" not in columns_of(engine, "versions")
         assert rounds_of(engine) == ROUNDS
+        assert "defences" not in columns_of(engine, "versions")
+        assert "privacy" in columns_of(engine, "versions")
         engine.dispose()

@@ -5,7 +5,7 @@ load …") was dropped; an operator needs it to tell a broken plan from a flaky 
 lease service reads it to stop leasing a plan to a device that cannot run it.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-03
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
