@@ -136,12 +136,12 @@ def apply_gates(session: Session, job: Job, number: int, *, now: float) -> Decis
     current = state(session, job)
     if version.stage == Stage.CANDIDATE and current is not None:
         return Decision(Verdict.HOLD, (f"version {current.version}'s rollout is in progress",))
-    ours = current is not None and current.version == number
-    decision = registry.judge(session, job, number, since=current.since if ours else None)
+    ours = current if current is not None and current.version == number else None
+    decision = registry.judge(session, job, number, since=None if ours is None else ours.since)
     move = advance(
         steps,
         stage=version.stage,
-        step=current.step if ours and current else None,
+        step=None if ours is None else ours.step,
         verdict=decision.verdict,
     )
     why = "; ".join(decision.reasons)
