@@ -34,7 +34,7 @@ def test_the_poisoned_version_goes_out_as_a_canary_and_is_rolled_back_by_the_gat
 
     assert (poisoned, "candidate", "canary", "admin") in moves
     assert (poisoned, "canary", "retired", "gate") in moves
-    assert figures["rolled_back"] == [poisoned]
+    assert poisoned in figures["rolled_back"]
     assert figures["updates_poisoned"] > 0
     bad = next(v for v in figures["registry"]["versions"] if v["version"] == poisoned)
     assert bad["central_accuracy"] < 0.3  # the oracle agrees: it was bad
