@@ -7,6 +7,7 @@ through a protocol (``coordinator.aggregation.configured``), without importing i
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Literal
 
@@ -265,6 +266,23 @@ class PromotionConfig(Strict):
         None, description="federated mean accuracy at least this"
     )
     max_epsilon: PositiveAmount | None = Field(None, description="a DP version's ε at most this")
+    rollout_steps: list[Fraction] | None = Field(
+        None,
+        description="staged rollout of the inference model (coordinator.services.rollout): "
+        "the shares of devices served a canary, strictly increasing, e.g. [0.01, 0.1, 1.0]. "
+        "A candidate that passes the gates becomes a canary at the first step; each step's "
+        "fresh evaluation reports (min_reports of them) passing widens it, the last one makes "
+        "it live; a failing one rolls it back. None: a passing version goes live at once",
+    )
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> PromotionConfig:
+        steps = self.rollout_steps
+        if steps is not None and (not steps or any(a >= b for a, b in itertools.pairwise(steps))):
+            raise ValueError(
+                f"rollout_steps must be shares in (0, 1], strictly increasing (got {steps})"
+            )
+        return self
 
 
 class CompressionConfig(Strict):

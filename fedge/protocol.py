@@ -33,6 +33,7 @@ __all__ = [
     "HEADER_METRICS",
     "HEADER_NUM_EXAMPLES",
     "HEARTBEAT",
+    "INFERENCE_MODEL",
     "LEASE_GONE",
     "METRIC_WITHIN_CLIP",
     "PLAN",
@@ -49,6 +50,7 @@ __all__ = [
     "EvaluationReport",
     "HeartbeatResponse",
     "HyperParameters",
+    "InferenceModel",
     "Reason",
     "RegisterRequest",
     "RegisterResponse",
@@ -71,6 +73,8 @@ HEARTBEAT = "/v1/leases/{lease_id}/heartbeat"
 ABORT = "/v1/leases/{lease_id}/abort"
 # An evaluation task's metrics (never data): POST an :class:`EvaluationReport`.
 EVALUATION = "/v1/leases/{lease_id}/evaluation"
+# A deployed (live or canary) version's inference-only ``.tflite``, weights baked in.
+INFERENCE_MODEL = "/v1/jobs/{job_id}/versions/{number}/model.tflite"
 
 # --- headers of an upload (the body is fedge.wire's format) ------------------------------------
 
@@ -318,13 +322,44 @@ class RetryWindow:
 
 
 @dataclass(frozen=True)
+class InferenceModel:
+    """The inference model a device should serve now: a job's live version, or its canary.
+
+    A device is served the canary when a stable hash of its id falls in the canary's current
+    share (staged rollout, coordinator.services.rollout).
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
+
+    job_id: int
+    version: int
+    stage: Literal["canary", "live"]
+    model_url: str = field(
+        metadata=_doc("GET the version's inference-only .tflite (INFERENCE_MODEL), if exported")
+    )
+    model_sha256: str | None = field(
+        default=None,
+        metadata=_doc("sha256 of that .tflite; None: the plan has no inference template"),
+    )
+    weights_url: str = ""
+    weights_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class CheckInResponse:
-    """Either a task or a retry window, never both."""
+    """Either a task or a retry window, never both; beside either, the inference model."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER
 
     task: Task | None = None
     retry: RetryWindow | None = None
+    inference: InferenceModel | None = field(
+        default=None,
+        metadata=_doc(
+            "which version's inference model to serve (staged rollout); None: no job has a "
+            "deployed version"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,17 @@ class SimulationConfig(BaseModel):
         "a per-device choice under job.compression's budget); None: float32",
     )
     progress: bool = True
+    poisoned_version: int | None = Field(
+        None,
+        ge=1,
+        description="a rollout scenario's bad version: every update trained from the version "
+        "before it is flipped and scaled (simulator.fleet.POISON_SCALE)",
+    )
+    canary_versions: list[int] = Field(
+        default_factory=list,
+        description="versions the simulated operator pushes to canary (fedge admin promote "
+        "--to canary) once they exist and no other canary is out; the gates take it from there",
+    )
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
     traces: TraceConfig = Field(default_factory=TraceConfig)

@@ -35,6 +35,7 @@ class EventKind(enum.Enum):
     BEAT = enum.auto()  # a heartbeat is due mid-training
     SWEEP = enum.auto()  # the in-process coordinator's lease sweep
     EVALUATE = enum.auto()  # the run scores the current version
+    EVALUATED = enum.auto()  # a device's modelled evaluation time has passed: collect metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ the fleet performs the actions it yields:
   devices' speeds and the protocol, never from knowing in advance who will finish;
 - ``Train`` runs real LiteRT training on the device's examples (on a worker), while its duration
   comes from the device model;
+- ``Evaluate`` (an evaluation task) runs the plan's ``evaluate`` signature on the device's
+  held-out split on the same workers, charged a forward pass per example (a third of a training
+  step's time); ``Report`` posts its metrics to the real coordinator;
 - ``Sleep`` advances virtual time; after a retry window the device is parked (its session is
   closed and restarted on waking, which is where a sleeping session would resume anyway).
 
@@ -25,6 +28,7 @@ target, the lease expired) stops the training there. Every request goes through
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import Counter
@@ -36,27 +40,44 @@ from typing import Any
 import numpy as np
 
 from device_sdk.client import CoordinatorClient, attempt
+from device_sdk.evaluation import held_out_count
 from device_sdk.session import (
     Abort,
     Action,
     Backoff,
     CheckIn,
     Download,
+    Evaluate,
     Failure,
     Heartbeats,
     Interrupted,
+    Report,
     Sleep,
     Train,
     Upload,
     device_session,
 )
-from fedge.protocol import EligibilityFacts, Reason, RetryWindow, Task, UploadReceipt
+from device_sdk.trainer import TrainResult
+from fedge.protocol import (
+    EligibilityFacts,
+    EvaluationReceipt,
+    Reason,
+    RetryWindow,
+    Task,
+    UploadReceipt,
+)
 from simulator.events import Event, EventKind, EventQueue
 from simulator.population import Fate, Population
 from simulator.training import Trainers, TrainTask
 
 RUNTIME = "ai_edge_litert"
 SDK_VERSION = "fedge-sim"
+# An evaluation costs a forward pass per example: about a third of a training step (forward,
+# backward, update), so it is charged a third of the device's time per training example.
+EVALUATION_COST = 1.0 / 3.0
+# A poisoned update (``poisoned_version``): the honest delta flipped and scaled, a classic
+# model-poisoning attack (sign flipping; Fang et al., USENIX Security 2020).
+POISON_SCALE = -10.0
 
 
 @dataclass
@@ -109,6 +130,9 @@ class FleetStats:
     staleness: list[int] = field(default_factory=list)
     check_ins_by_hour: list[int] = field(default_factory=lambda: [0] * 24)
     tasks_by_hour: list[int] = field(default_factory=lambda: [0] * 24)
+    evaluations: int = 0  # evaluation tasks run (real LiteRT evaluate, on held-out examples)
+    evaluations_reported: int = 0  # their metrics accepted by the coordinator
+    poisoned: int = 0  # updates replaced by poisoned ones (``poisoned_version``)
 
     @property
     def updates_lost(self) -> int:
@@ -130,7 +154,13 @@ class Fleet:
         seed: int,
         start: float,
         first_check_in_spread: float = 600.0,
+        poisoned_version: int | None = None,
     ) -> None:
+        """Perform ``population``'s sessions; ``poisoned_version`` makes one version bad.
+
+        Every update trained from the version before ``poisoned_version`` is poisoned (flipped
+        and scaled, :data:`POISON_SCALE`), so that version is deliberately bad.
+        """
         self.population = population
         self.client = client
         self.trainers = trainers
@@ -138,6 +168,7 @@ class Fleet:
         self.now = now
         self.seed = seed
         self.start = start
+        self.poisoned_version = poisoned_version
         self.queue = EventQueue(population.size)
         self.busy: dict[int, Busy] = {}
         self.stats = FleetStats()
@@ -167,6 +198,9 @@ class Fleet:
             self._advance(busy, pending.value)
         elif kind is EventKind.TRAINED:
             self.stats.trained += 1
+            self._advance(busy, self._poisoned(busy, self.trainers.result(pending.value)))
+        elif kind is EventKind.EVALUATED:
+            self.stats.evaluations += 1
             self._advance(busy, self.trainers.result(pending.value))
         elif kind is EventKind.ARRIVE:
             self._arrive(busy, pending.value)
@@ -197,8 +231,14 @@ class Fleet:
             runtime=RUNTIME,
             sdk_version=SDK_VERSION,
         )
+        tiers = population.config.tiers
+        tier = int(population.tier[device])
         session = device_session(
-            lambda: facts, rng=rng, now=self.now, backoff=Backoff(base=2.0, cap=600.0)
+            lambda: facts,
+            rng=rng,
+            now=self.now,
+            backoff=Backoff(base=2.0, cap=600.0),
+            tier=tiers[tier].name if tier < len(tiers) else "",
         )
         busy = Busy(device, session, rng)
         self.busy[device] = busy
@@ -258,6 +298,15 @@ class Fleet:
                 self._later(busy, fate.drop_fraction * seconds, EventKind.DROP, "upload")
             else:
                 self._later(busy, seconds, EventKind.ARRIVE, action)
+        elif isinstance(action, Evaluate):
+            self._evaluate(busy, action)
+        elif isinstance(action, Report):
+            receipt = self._call(
+                device, lambda: self.client.report_evaluation(action.task, action.report)
+            )
+            if isinstance(receipt, EvaluationReceipt) and receipt.status == "accepted":
+                self.stats.evaluations_reported += 1
+            self._later(busy, rtt, EventKind.RESUME, receipt)
         elif isinstance(action, Abort):
             self.stats.aborted[action.reason] += 1
             self._call(device, lambda: self.client.abort(action.task, action.reason, action.detail))
@@ -333,6 +382,45 @@ class Fleet:
             self._later(busy, seconds, EventKind.TRAINED, handle)
         if beats.due < now + working:
             self._later(busy, beats.due - now, EventKind.BEAT, now + working)
+
+    def _evaluate(self, busy: Busy, action: Evaluate) -> None:
+        """An evaluation task: real LiteRT ``evaluate`` on a worker, charged a forward pass."""
+        device, now = busy.device, self.now()
+        task = action.task
+        examples = int(self.population.num_examples[device])
+        held = held_out_count(examples, task.held_out_fraction) if task.held_out_fraction else 0
+        seconds = (
+            (held or examples)
+            * float(self.population.ms_per_example[device])
+            * EVALUATION_COST
+            / 1000
+        )
+        closes = self.population.window_end(device, now)
+        if not self.population.available(device, now):
+            closes = now
+        fate = busy.fate
+        if fate is not None and fate.drop_phase == "training":
+            self._later(busy, fate.drop_fraction * seconds, EventKind.DROP, "evaluation")
+        elif now + seconds > closes:  # the window closed: nothing to report (the lease lapses)
+            interrupted = Failure(0, "interrupted", "eligibility lost during evaluation")
+            self._later(busy, max(0.0, closes - now), EventKind.RESUME, interrupted)
+        else:
+            count = int(self.population.tasks[device])
+            handle = self.trainers.submit(
+                TrainTask(device=device, task=task, seed=(self.seed, 11, device, count))
+            )
+            self._later(busy, seconds, EventKind.EVALUATED, handle)
+
+    def _poisoned(self, busy: Busy, result: Any) -> Any:
+        """``result``, poisoned if it was trained from the version before ``poisoned_version``."""
+        target = self.poisoned_version
+        task = busy.task
+        if target is None or task is None or task.global_version != target - 1:
+            return result
+        if not isinstance(result, TrainResult):
+            return result
+        self.stats.poisoned += 1
+        return dataclasses.replace(result, delta=result.delta * POISON_SCALE)
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""

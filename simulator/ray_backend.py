@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from device_sdk.plan_runner import EvalResult
 from device_sdk.session import Failure
 from device_sdk.trainer import TrainResult
 from simulator.training import DataSpec, TrainTask, Worker
@@ -32,7 +33,9 @@ class _ObjectStoreWorker(Worker):
         blob: bytes = ray.get(self.refs[sha256])
         return blob
 
-    def train_with(self, task: TrainTask, refs: dict[str, list[Any]]) -> TrainResult | Failure:
+    def train_with(
+        self, task: TrainTask, refs: dict[str, list[Any]]
+    ) -> TrainResult | EvalResult | Failure:
         # Refs arrive wrapped in lists so Ray does not fetch blobs this actor already holds.
         for sha256, (ref,) in refs.items():
             self.refs.setdefault(sha256, ref)
@@ -81,9 +84,9 @@ class RayTrainers:
         self._next += 1
         return actor.train_with.remote(task, refs)
 
-    def result(self, handle: Any) -> TrainResult | Failure:
+    def result(self, handle: Any) -> TrainResult | EvalResult | Failure:
         """Wait for the task."""
-        outcome: TrainResult | Failure = ray.get(handle)
+        outcome: TrainResult | EvalResult | Failure = ray.get(handle)
         return outcome
 
     def close(self) -> None:

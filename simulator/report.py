@@ -96,6 +96,13 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "population_bytes_per_device": round(outcome.population.bytes_per_device, 1),
         "job_status": history.get("status"),
         "privacy": privacy_summary(history),
+        "evaluations": stats.evaluations,
+        "evaluations_reported": stats.evaluations_reported,
+        "updates_poisoned": stats.poisoned,
+        # each evaluated version: federated mean and worst-10 % beside the central oracle; and
+        # the registry's stage moves over time (a staged rollout's widenings and rollbacks)
+        "registry": outcome.registry,
+        "rolled_back": rolled_back(outcome.registry),
         "attack": attack_summary(outcome),
     }
 
@@ -117,6 +124,42 @@ def attack_summary(outcome: Outcome) -> dict[str, Any] | None:
         "backdoor_success": final.get("backdoor_success"),
         "updates_zeroed": zeroed,
     }
+
+
+def rolled_back(registry: dict[str, Any] | None) -> list[int]:
+    """Versions the gates retired from canary or live (automatic rollbacks)."""
+    if not registry:
+        return []
+    return [
+        int(m["version"])
+        for m in registry["moves"]
+        if m["actor"] == "gate" and m["to"] == "retired" and m["from"] in ("canary", "live")
+    ]
+
+
+def rollout_section(figures: dict[str, Any]) -> str:
+    """The report's section on federated evaluation and the rollout's stages (a hook: plain)."""
+    registry = figures.get("registry")
+    if not registry or not (registry["versions"] or registry["moves"]):
+        return ""
+    evaluated = "".join(
+        f"<tr><td>{v['version']}</td><td>{v['stage']}</td><td>{v['reports']}</td>"
+        f"<td>{v['federated_mean_accuracy']:.3f}</td><td>{v['federated_worst10_accuracy']:.3f}"
+        f"</td><td>{v['central_accuracy']:.3f}</td></tr>"
+        for v in registry["versions"]
+    )
+    moves = "".join(
+        f"<tr><td>{m['hours']:.2f}</td><td>{m['version']}</td><td>{m['from']} → {m['to']}</td>"
+        f"<td>{html.escape(m['actor'])}</td><td>{html.escape(m['reason'])}</td></tr>"
+        for m in registry["moves"]
+    )
+    return (
+        "<h2>Federated evaluation and rollout</h2><table><tr><th>version</th><th>stage</th>"
+        "<th>reports</th><th>federated mean</th><th>federated worst-10 %</th>"
+        f"<th>central (oracle)</th></tr>{evaluated}</table>"
+        "<h3>Stages over time</h3><table><tr><th>hours</th><th>version</th><th>move</th>"
+        f"<th>by</th><th>why</th></tr>{moves}</table>"
+    )
 
 
 def privacy_summary(history: dict[str, Any]) -> dict[str, Any] | None:
@@ -216,7 +259,7 @@ def _html(figures: dict[str, Any], images: list[Path], out: Path) -> None:
         "td,th{text-align:left;padding:2px 8px}img{max-width:100%}</style>"
         f"<h1>Fedge simulation: {figures['devices']} devices, {figures['mode']}"
         f"{' (interrupted: a partial run)' if figures['interrupted'] else ''}</h1>"
-        f"<table>{rows}</table>{pictures}"
+        f"<table>{rows}</table>{rollout_section(figures)}{pictures}"
         "<p>Full figures: <a href='summary.json'>summary.json</a>, time series: "
         "<a href='timeseries.csv'>timeseries.csv</a>.</p>\n"
     )

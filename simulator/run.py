@@ -52,6 +52,8 @@ class Outcome:
     """Ctrl-C stopped the run early: the figures are those of the part that ran."""
     adversary: Adversary | None = None
     """The malicious devices and their attack (``config.attack``), if any."""
+    registry: dict[str, Any] | None = None
+    """Federated evaluation per version beside the central (oracle) one, and the stage moves."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -113,12 +115,14 @@ def simulate(config: SimulationConfig) -> Outcome:
             seed=config.seed,
             start=start,
             first_check_in_spread=config.first_check_in_minutes * 60.0,
+            poisoned_version=config.poisoned_version,
         )
         evaluator = _Evaluator(plan_path, manifest, data, admin, int(job["id"]), adversary)
         rows, interrupted = _drive(config, fleet, clock, coordinator, evaluator, start)
         final = evaluator.final_weights()
         fairness = evaluator.per_device(final, config.fairness_devices, seed=config.seed)
         history = admin.metrics(int(job["id"]))
+        registry = evaluator.registry(start)
         virtual = clock.now() - start
         client.close()
         admin.close()
@@ -135,6 +139,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         data_mode=data.mode,
         interrupted=interrupted,
         adversary=adversary,
+        registry=registry,
     )
 
 
@@ -199,6 +204,7 @@ def _pop_events(
         elif event.kind is EventKind.EVALUATE:
             row = evaluator.row(when - start, fleet)
             rows.append(row)
+            evaluator.operate(config.canary_versions)
             if bar is not None:
                 bar.update((when - start) / 3600.0 - shown)
                 bar.set_postfix(version=row["version"], accuracy=f"{row['accuracy']:.3f}")
@@ -318,6 +324,63 @@ class _Evaluator:
             success = evaluate(self.runner, *self._backdoor).accuracy
             self._backdoor_scored = (version, success)
         return self._backdoor_scored[1]
+
+    def operate(self, canary_versions: list[int]) -> None:
+        """The simulated operator: push the next listed version to canary once it exists.
+
+        Only a candidate, and only while no other version is out as a canary (one rollout at
+        a time); the gates widen or roll it back from there.
+        """
+        if not canary_versions:
+            return
+        registry = self.admin.registry(self.job_id)
+        stages = {int(v["lineage"]["version"]): v["stage"] for v in registry["versions"]}
+        if "canary" in stages.values():
+            return
+        for number in canary_versions:
+            if stages.get(number) == "candidate":
+                reason = "pushed to canary by the operator (scenario)"
+                self.admin.promote(self.job_id, number, to="canary", reason=reason)
+                return
+
+    def registry(self, start: float) -> dict[str, Any]:
+        """Federated evaluation per version beside its central accuracy; the stage moves.
+
+        The moves' times are hours since ``start``.
+        """
+        registry = self.admin.registry(self.job_id)
+        versions = []
+        for entry in registry["versions"]:
+            federated = entry["evaluation"]
+            if federated is None:
+                continue
+            number = int(entry["lineage"]["version"])
+            self.runner.set_weights(self.admin.weights(self.job_id, number))
+            central = evaluate(self.runner, self.data.test.x, self.data.test.y)
+            versions.append(
+                {
+                    "version": number,
+                    "stage": entry["stage"],
+                    "reports": federated["reports"],
+                    "federated_mean_accuracy": federated["mean_accuracy"],
+                    "federated_worst10_accuracy": federated["worst10_accuracy"],
+                    "federated_mean_loss": federated["mean_loss"],
+                    "central_accuracy": central.accuracy,
+                    "central_loss": central.loss,
+                }
+            )
+        moves = [
+            {
+                "hours": (float(m["at"]) - start) / 3600.0,
+                "version": m["version"],
+                "from": m["from_stage"],
+                "to": m["to_stage"],
+                "actor": m["actor"],
+                "reason": m["reason"],
+            }
+            for m in registry["history"]
+        ]
+        return {"live": registry["live"], "versions": versions, "moves": moves}
 
     def final_weights(self) -> np.ndarray:
         version = int(self.admin.job(self.job_id)["current_version"])

@@ -13,7 +13,8 @@ task sent to another process carries a few short strings, not megabytes.
 Backends: ``local`` trains in the simulator's process; ``process`` in a pool of worker processes
 (every core); ``ray`` in Ray tasks, on one machine or a cluster. A submitted task is a future:
 the simulator asks for its result only when the device's virtual training time has passed, so
-training of many devices overlaps.
+training of many devices overlaps. An evaluation task (``Task.kind == "evaluate"``) travels the
+same way and runs the device SDK's own ``evaluate_task`` on the device's held-out split.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from device_sdk.errors import DeviceError
-from device_sdk.plan_runner import PlanRunner
+from device_sdk.evaluation import evaluate_task
+from device_sdk.plan_runner import EvalResult, PlanRunner
 from device_sdk.runner import train_task
 from device_sdk.session import Failure
 from device_sdk.trainer import TrainResult
@@ -77,7 +79,7 @@ class Trainers(Protocol):
         """Start training; return a handle for :meth:`result`."""
         ...
 
-    def result(self, handle: Any) -> TrainResult | Failure:
+    def result(self, handle: Any) -> TrainResult | EvalResult | Failure:
         """Wait for a task's outcome."""
         ...
 
@@ -105,19 +107,27 @@ class Worker:
         self.manifests = manifests  # plan sha256 -> manifest JSON
         self._runners: dict[str, PlanRunner] = {}
 
-    def train(self, task: TrainTask) -> TrainResult | Failure:
-        """Run the device SDK's local training for ``task`` (``device_sdk.runner.train_task``)."""
+    def train(self, task: TrainTask) -> TrainResult | EvalResult | Failure:
+        """Run the device SDK's local training for ``task`` (``device_sdk.runner.train_task``).
+
+        An evaluation task runs ``device_sdk.evaluation.evaluate_task`` instead: the plan's
+        ``evaluate`` signature on the device's held-out split, on the same shared interpreter.
+        """
         try:
             runner = self._runner(task.plan_sha256)
         except (DeviceError, ManifestError) as broken:
             return Failure(0, "bad_plan", str(broken))
+        examples = self.data.examples(task.device)
         weights = self.read_blob(task.weights_sha256)
+        if task.task.kind == "evaluate":
+            return evaluate_task(
+                runner, weights=weights, x=examples[0], y=examples[1], task=task.task
+            )
         rng = np.random.default_rng(list(task.seed))
 
         def train(x: Any, y: Any) -> TrainResult | Failure:
             return train_task(runner, weights=weights, x=x, y=y, task=task.task, rng=rng)
 
-        examples = self.data.examples(task.device)
         if self.adversary is None:
             return train(*examples)
         poisoning = np.random.default_rng([*task.seed, 23])  # apart from training's shuffles
@@ -146,7 +156,7 @@ class LocalTrainers:
         """Nothing runs yet: training happens in :meth:`result`."""
         return task
 
-    def result(self, handle: TrainTask) -> TrainResult | Failure:
+    def result(self, handle: TrainTask) -> TrainResult | EvalResult | Failure:
         """Train now."""
         return self.worker.train(handle)
 
@@ -166,7 +176,7 @@ def _start_worker(data: DataSpec, blobs: str, manifests: dict[str, str]) -> None
     _WORKER = Worker(data, Path(blobs), manifests)
 
 
-def _train_in_worker(task: TrainTask) -> TrainResult | Failure:
+def _train_in_worker(task: TrainTask) -> TrainResult | EvalResult | Failure:
     if _WORKER is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker not initialised")
     return _WORKER.train(task)
@@ -184,13 +194,15 @@ class ProcessTrainers:
             initargs=(data, str(blobs), manifests),
         )
 
-    def submit(self, task: TrainTask) -> concurrent.futures.Future[TrainResult | Failure]:
+    def submit(
+        self, task: TrainTask
+    ) -> concurrent.futures.Future[TrainResult | EvalResult | Failure]:
         """Queue ``task`` on the pool."""
         return self._pool.submit(_train_in_worker, task)
 
     def result(
-        self, handle: concurrent.futures.Future[TrainResult | Failure]
-    ) -> TrainResult | Failure:
+        self, handle: concurrent.futures.Future[TrainResult | EvalResult | Failure]
+    ) -> TrainResult | EvalResult | Failure:
         """Wait for the task."""
         return handle.result()
 

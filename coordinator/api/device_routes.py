@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from coordinator.api.limits import read_body
 from coordinator.api.schemas import Id, VersionNumber, error_responses
 from coordinator.db.session import transaction
 from coordinator.errors import BadRequest, CoordinatorError, NotFound, UnsupportedMediaType
-from coordinator.services import devices, evaluation, jobs, leasing, registry, updates
+from coordinator.services import devices, evaluation, jobs, leasing, rollout, updates
 from coordinator.services.memo import BlobCache
 from fedge import protocol
 from fedge.protocol import (
@@ -85,7 +86,9 @@ async def check_in(
     def work() -> CheckInResponse:
         with transaction(sessions) as session:
             device = credentials.device(session, now=now)
-            return leasing.check_in(session, device, body, now=now, settings=settings)
+            answer = leasing.check_in(session, device, body, now=now, settings=settings)
+            serve = rollout.inference_for(session, device.id)
+            return answer if serve is None else dataclasses.replace(answer, inference=serve)
 
     return await offload(work)
 
@@ -270,8 +273,35 @@ async def report_evaluation(
             row, receipt = evaluation.report(session, device, lease_id, body, now=now)
             if receipt.status == "accepted":
                 job = jobs.get_job(session, row.job_id)
-                registry.apply_gates(session, job, row.version, now=now)
+                rollout.apply_gates(session, job, row.version, now=now)
             return receipt
+
+    return await offload(work)
+
+
+@router.get(
+    protocol.INFERENCE_MODEL,
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **DOWNLOAD},
+)
+async def download_inference_model(
+    job_id: Id,
+    number: VersionNumber,
+    credentials: Credentials,
+    sessions: Sessions,
+    clock: AppClock,
+    offload: Blocking,
+) -> Response:
+    """A deployed (live or canary) version's inference-only ``.tflite``; 404 for any other."""
+    now = clock.now()
+
+    def work() -> Response:
+        with transaction(sessions, read_only=True) as session:
+            device_id, stale = credentials.reader(session, now=now)
+            model = rollout.deployed_model(session, job_id, number)
+        if stale:  # at most once a minute per device
+            mark_seen(sessions, device_id, now=now)
+        return Response(content=model, media_type="application/octet-stream")
 
     return await offload(work)
 

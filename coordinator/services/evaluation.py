@@ -147,17 +147,23 @@ class VersionEvaluation:
     summary: EvaluationSummary | None  # None before the first report
 
 
-def summary_of(session: Session, job_id: int, version: int) -> EvaluationSummary | None:
-    """The summary of every report of ``version`` so far; None before the first."""
-    rows = session.execute(
-        select(
-            Evaluation.loss, Evaluation.accuracy, Evaluation.num_examples, Evaluation.tier
-        ).where(
-            Evaluation.job_id == job_id,
-            Evaluation.version == version,
-            Evaluation.reported_at.is_not(None),
-        )
-    ).all()
+def summary_of(
+    session: Session, job_id: int, version: int, *, since: float | None = None
+) -> EvaluationSummary | None:
+    """The summary of every report of ``version`` so far; None before the first.
+
+    ``since``: only the reports that arrived after it (a rollout step's own evidence).
+    """
+    statement = select(
+        Evaluation.loss, Evaluation.accuracy, Evaluation.num_examples, Evaluation.tier
+    ).where(
+        Evaluation.job_id == job_id,
+        Evaluation.version == version,
+        Evaluation.reported_at.is_not(None),
+    )
+    if since is not None:
+        statement = statement.where(Evaluation.reported_at > since)
+    rows = session.execute(statement).all()
     samples = [  # a reported row has all three (report writes them with reported_at)
         EvaluationSample(float(loss or 0.0), float(accuracy or 0.0), int(examples or 0), tier)
         for loss, accuracy, examples, tier in rows

@@ -159,8 +159,11 @@ def rollback(
     return previous
 
 
-def judge(session: Session, job: Job, number: int) -> Decision:
-    """The gates' decision on version ``number`` of ``job`` now."""
+def judge(session: Session, job: Job, number: int, *, since: float | None = None) -> Decision:
+    """The gates' decision on version ``number`` of ``job`` now.
+
+    ``since``: judge only the reports that arrived after it (a rollout step's own evidence).
+    """
     config = job_config(job)
     version = get_version(session, job.id, number)
     if version.stage == Stage.LIVE:  # judged against the version it replaced
@@ -177,7 +180,7 @@ def judge(session: Session, job: Job, number: int) -> Decision:
     return decide(
         config.promotion,
         stage=version.stage,
-        evaluation=summary_of(session, job.id, number),
+        evaluation=summary_of(session, job.id, number, since=since),
         min_reports=config.evaluation.min_reports if config.evaluation else 1,
         baseline=baseline,
         epsilon=None if epsilon is None else float(epsilon),
@@ -195,6 +198,18 @@ def apply_gates(session: Session, job: Job, number: int, *, now: float) -> Decis
     elif decision.verdict == Verdict.ROLLBACK:
         rollback(session, job.id, now=now, actor="gate", reason=why)
     return decision
+
+
+def widen(
+    session: Session, job_id: int, number: int, *, now: float, actor: str, reason: str
+) -> Version:
+    """Record a canary's next rollout step (a ``canary → canary`` move; 409 for no canary)."""
+    get_job(session, job_id, for_update=True)
+    version = get_version(session, job_id, number)
+    if version.stage != Stage.CANARY:
+        raise Conflict(f"version {number} is {version.stage.value}, not a canary to widen")
+    _move(session, version, Stage.CANARY, now, actor, reason)
+    return version
 
 
 def _move(
