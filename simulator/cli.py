@@ -125,6 +125,8 @@ def _simulate(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"fedge: error: invalid simulation config: {exc}", file=sys.stderr)
         return 2
+    if args.personalize and config.personalization is None:  # a config's own table wins
+        config = config.model_copy(update={"personalization": sim_config.PersonalizationConfig()})
     outcome = simulate(config)  # Ctrl-C while devices run ends it early, outcome.interrupted
     figures = write(outcome, config.out, plots=not args.no_plots)
     print(
@@ -136,6 +138,15 @@ def _simulate(args: argparse.Namespace) -> int:
         f"{figures['worst10_accuracy']:.4f}); {'partial ' if outcome.interrupted else ''}"
         f"report in {config.out}"
     )
+    personalized = figures.get("personalization")
+    if personalized and personalized.get("devices"):
+        rule, always = personalized["keep_if_better"], personalized["fine_tune_always"]
+        print(
+            f"personalized {personalized['devices']} devices: worst 10% "
+            f"{personalized['baseline']['worst10']:.4f} -> {rule['worst10']:.4f} keeping only "
+            f"if better ({rule['hurt_share']:.1%} hurt), {always['worst10']:.4f} fine-tuning "
+            f"always ({always['hurt_share']:.1%} hurt)"
+        )
     return INTERRUPTED if outcome.interrupted else 0
 
 
@@ -185,6 +196,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--set", action="append", metavar="KEY=VALUE", help="override any config field"
     )
     simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--personalize",
+        action="store_true",
+        help="at the end, fine-tune the model on each fairness-sampled device, keep it only if "
+        "better on the device's validation split, and report the per-device gains "
+        "(settings: the config's personalization table)",
+    )
     add_log_level(simulate, default="warning")
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
     simulate.set_defaults(run=_simulate)

@@ -183,6 +183,22 @@ class AttackConfig(BaseModel):
         return self
 
 
+class PersonalizationConfig(BaseModel):
+    """On-device personalization at the end of a run (:mod:`device_sdk.personalize`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(20, ge=1, description="local fine-tuning steps (mini-batches)")
+    learning_rate: float = Field(0.05, gt=0, description="plain-SGD step size of the fine-tune")
+    batch_size: int = Field(32, ge=1)
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of a device's examples held to judge the fine-tune"
+    )
+    scope: Literal["head", "all"] = Field(
+        "head", description="fine-tune the last layer only (FedPer/FedRep) or every weight"
+    )
+
+
 # The run's fields a job's defaults are made from (validated before ``job``).
 _JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server", "codec"}
 
@@ -243,6 +259,11 @@ class SimulationConfig(BaseModel):
     population: PopulationConfig = Field(default_factory=PopulationConfig)
     traces: TraceConfig = Field(default_factory=TraceConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
+    personalization: PersonalizationConfig | None = Field(
+        None,
+        description="fine-tune the final model on each fairness-sampled device, keep it if "
+        "better on the device's validation split, and report per-device gains (--personalize)",
+    )
     job: dict[str, Any] = Field(
         default_factory=dict,
         description="JobCreate fields (aggregation, population, task) layered over the defaults; "

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from simulator.personalization import summarize as personalization_summary
 from simulator.run import Outcome, worst_share_mean
 
 
@@ -104,6 +105,11 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "registry": outcome.registry,
         "rolled_back": rolled_back(outcome.registry),
         "attack": attack_summary(outcome),
+        "personalization": (
+            None
+            if outcome.personalization is None or config.personalization is None
+            else personalization_summary(outcome.personalization, config.personalization)
+        ),
     }
 
 
@@ -259,9 +265,32 @@ def _html(figures: dict[str, Any], images: list[Path], out: Path) -> None:
         "td,th{text-align:left;padding:2px 8px}img{max-width:100%}</style>"
         f"<h1>Fedge simulation: {figures['devices']} devices, {figures['mode']}"
         f"{' (interrupted: a partial run)' if figures['interrupted'] else ''}</h1>"
-        f"<table>{rows}</table>{rollout_section(figures)}{pictures}"
+        f"<table>{rows}</table>{rollout_section(figures)}"
+        f"{_personalization_html(figures.get('personalization'))}{pictures}"
         "<p>Full figures: <a href='summary.json'>summary.json</a>, time series: "
         "<a href='timeseries.csv'>timeseries.csv</a>.</p>\n"
+    )
+
+
+def _personalization_html(figures: dict[str, Any] | None) -> str:
+    """Per-device accuracy before and after personalizing, with and without the rule."""
+    if not figures or not figures.get("devices"):
+        return ""
+    base = figures["baseline"]
+    cells = "".join(
+        f"<tr><th>{label}</th><td>{side['mean']:.3f}</td><td>{side['worst10']:.3f}</td>"
+        f"<td>{side.get('worst10_gain', 0.0):+.3f}</td><td>{side.get('hurt_share', 0.0):.1%}</td>"
+        "</tr>"
+        for label, side in (
+            ("global model", base),
+            ("fine-tune, keep if better", figures["keep_if_better"]),
+            ("fine-tune always", figures["fine_tune_always"]),
+        )
+    )
+    return (
+        f"<h2>Personalization on {figures['devices']} devices (held-out test accuracy)</h2>"
+        "<table><tr><th></th><th>mean</th><th>worst 10 %</th><th>worst-10 % gain</th>"
+        f"<th>devices hurt</th></tr>{cells}</table>"
     )
 
 

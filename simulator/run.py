@@ -28,6 +28,7 @@ from simulator.device_data import DeviceData
 from simulator.events import Event, EventKind
 from simulator.fleet import RUNTIME, SDK_VERSION, Fleet
 from simulator.inprocess import ADMIN_TOKEN, InProcessCoordinator
+from simulator.personalization import DeviceScores, personalize_devices
 from simulator.population import Population, synthesize
 from simulator.training import DataSpec, LocalTrainers, ProcessTrainers, Trainers, Worker
 
@@ -54,6 +55,8 @@ class Outcome:
     """The malicious devices and their attack (``config.attack``), if any."""
     registry: dict[str, Any] | None = None
     """Federated evaluation per version beside the central (oracle) one, and the stage moves."""
+    personalization: list[DeviceScores] | None = None
+    """Per-device accuracy before and after personalizing, when the config asks for it."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -121,6 +124,12 @@ def simulate(config: SimulationConfig) -> Outcome:
         rows, interrupted = _drive(config, fleet, clock, coordinator, evaluator, start)
         final = evaluator.final_weights()
         fairness = evaluator.per_device(final, config.fairness_devices, seed=config.seed)
+        personalized = None
+        if config.personalization is not None:
+            sample = evaluator.sample(config.fairness_devices, seed=config.seed)
+            personalized = personalize_devices(
+                evaluator.runner, data, final, sample, config.personalization, seed=config.seed
+            )
         history = admin.metrics(int(job["id"]))
         registry = evaluator.registry(start)
         virtual = clock.now() - start
@@ -140,6 +149,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         interrupted=interrupted,
         adversary=adversary,
         registry=registry,
+        personalization=personalized,
     )
 
 
@@ -387,6 +397,12 @@ class _Evaluator:
         weights: np.ndarray = self.admin.weights(self.job_id, version)
         return weights
 
+    def sample(self, count: int, *, seed: int) -> np.ndarray:
+        """The fairness sample: up to ``count`` devices, the same ones for the same seed."""
+        total = self.data.num_devices
+        rng = np.random.default_rng([seed, 13])
+        return np.sort(rng.choice(total, size=min(count, total), replace=False))
+
     def per_device(self, weights: np.ndarray, count: int, *, seed: int) -> list[float]:
         """Accuracy of ``weights`` on held-out data of up to ``count`` sampled devices.
 
@@ -394,11 +410,8 @@ class _Evaluator:
         split, for generated data), not on the examples it trained on.
         """
         self.runner.set_weights(weights)
-        total = self.data.num_devices
-        rng = np.random.default_rng([seed, 13])
-        chosen = rng.choice(total, size=min(count, total), replace=False)
         scores = []
-        for device in np.sort(chosen):
+        for device in self.sample(count, seed=seed):
             x, y = self.data.held_out(int(device))
             if len(y):
                 scores.append(evaluate(self.runner, x, y).accuracy)
