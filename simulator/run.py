@@ -9,7 +9,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class Outcome:
     data_mode: str
     interrupted: bool = False
     """Ctrl-C stopped the run early: the figures are those of the part that ran."""
+    fairness_devices: list[int] = field(default_factory=list)
+    """The device each of ``fairness``'s scores is of (its tier is the population's)."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -130,6 +132,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         peak_rss_mb=_peak_rss_mb(),
         data_mode=data.mode,
         interrupted=interrupted,
+        fairness_devices=evaluator.scored_devices,
     )
 
 
@@ -265,6 +268,8 @@ class _Evaluator:
         self.admin = admin
         self.job_id = job_id
         self._scored: tuple[int, float, float] | None = None
+        self.scored_devices: list[int] = []
+        """The devices :meth:`per_device` scored, in the order of its scores."""
 
     def row(self, seconds: float, fleet: Fleet) -> dict[str, Any]:
         job = self.admin.job(self.job_id)
@@ -310,6 +315,7 @@ class _Evaluator:
             x, y = self.data.held_out(int(device))
             if len(y):
                 scores.append(evaluate(self.runner, x, y).accuracy)
+                self.scored_devices.append(int(device))
         return scores
 
 
