@@ -176,7 +176,8 @@ def fairness_histogram(
     axes.set_ylabel("devices")
     axes.set_xlim(0, 100)
     axes.grid(alpha=0.3, axis="y")
-    axes.legend()
+    if axes.get_legend_handles_labels()[1]:  # a mean to mark
+        axes.legend()
     return _save(figure, path)
 
 

@@ -210,13 +210,17 @@ def fedge_version() -> str:
         return fedge.__version__
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout this simulator runs from, "+ changes" when it has edits.
+CHECKOUT = Path(__file__).resolve().parent.parent
+"""Where this simulator's files are: a Fedge checkout's root, or site-packages."""
 
-    None when it is not run from a git checkout of Fedge (an installed wheel) or git is
-    missing.
+
+def git_commit(root: Path = CHECKOUT) -> str | None:
+    """The commit of the checkout at ``root``, with "+ changes" when its files have edits.
+
+    None when ``root`` is not the top of a git checkout (an installed wheel, even inside
+    someone else's repository) or git is missing.
     """
-    root = Path(__file__).resolve().parent.parent
+    root = root.resolve()
     try:
         found = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
