@@ -9,7 +9,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class Outcome:
     """Federated evaluation per version beside the central (oracle) one, and the stage moves."""
     personalization: list[DeviceScores] | None = None
     """Per-device accuracy before and after personalizing, when the config asks for it."""
+    fairness_devices: list[int] = field(default_factory=list)
+    """The device each of ``fairness``'s scores is of (its tier is the population's)."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -150,6 +152,7 @@ def simulate(config: SimulationConfig) -> Outcome:
         adversary=adversary,
         registry=registry,
         personalization=personalized,
+        fairness_devices=evaluator.scored_devices,
     )
 
 
@@ -299,6 +302,8 @@ class _Evaluator:
             else None
         )
         self._backdoor_scored: tuple[int, float] | None = None
+        self.scored_devices: list[int] = []
+        """The devices :meth:`per_device` scored, in the order of its scores."""
 
     def row(self, seconds: float, fleet: Fleet) -> dict[str, Any]:
         job = self.admin.job(self.job_id)
@@ -415,6 +420,7 @@ class _Evaluator:
             x, y = self.data.held_out(int(device))
             if len(y):
                 scores.append(evaluate(self.runner, x, y).accuracy)
+                self.scored_devices.append(int(device))
         return scores
 
 
