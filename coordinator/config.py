@@ -88,6 +88,15 @@ class AggregationConfig(Strict):
         description="with heartbeats, the share of surplus devices in a cohort above which a "
         "round waits for one refill instead of selecting them (adaptive)",
     )
+    over_commit: bool = Field(
+        False,
+        description="asynchronous: keep C useful devices working by leasing more than C, by the "
+        "dropout rate and the slot time of dropouts learned from the job's recent leases "
+        "(coordinator.aggregation.cohort.plan_concurrency); concurrency is then C useful slots",
+    )
+    max_over_commit: Amount = Field(
+        4.0, ge=1, description="with over_commit, most leases out as a multiple of concurrency"
+    )
     # Server optimizer (Reddi et al., ICLR 2021)
     server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
     server_learning_rate: Amount = Field(1.0, gt=0)

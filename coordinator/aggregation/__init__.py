@@ -21,10 +21,14 @@ from coordinator.aggregation.accumulator import (
 from coordinator.aggregation.clipping import NormBound, NormPolicy, clip_by_norm
 from coordinator.aggregation.cohort import (
     CohortPlan,
+    ConcurrencyPlan,
+    LeaseHistory,
     ReportTimeModel,
     RoundHistory,
     fit_report_times,
+    over_commit,
     plan_cohort,
+    plan_concurrency,
 )
 from coordinator.aggregation.configured import Aggregation, AggregationSettings, configured
 from coordinator.aggregation.errors import (
@@ -62,6 +66,7 @@ __all__ = [
     "BufferMeasurements",
     "BufferState",
     "CohortPlan",
+    "ConcurrencyPlan",
     "Constant",
     "FedAdam",
     "FedAvgM",
@@ -70,6 +75,7 @@ __all__ = [
     "FedYogi",
     "FloatArray",
     "Hinge",
+    "LeaseHistory",
     "NonFiniteError",
     "NormBound",
     "NormMoments",
@@ -91,7 +97,9 @@ __all__ = [
     "configured",
     "fit_report_times",
     "l2_norm",
+    "over_commit",
     "plan_cohort",
+    "plan_concurrency",
     "server_optimizer_from_config",
     "staleness_from_config",
     "update_norm",
