@@ -206,8 +206,8 @@ def concurrency(session: Session, job: Job, config: JobCreate, *, now: float) ->
 _concurrency = ClockMemo[ConcurrencyPlan](60.0)
 
 
-def lease_history(session: Session, job_id: int, *, now: float, closed: int = 200) -> LeaseHistory:
-    """What the job's ``closed`` most recently closed leases and its open ones did.
+def lease_history(session: Session, job_id: int, *, now: float, recent: int = 200) -> LeaseHistory:
+    """What the job's ``recent`` most recently closed leases and its open ones did.
 
     Uploaded (accepted or refused): a report, after its lease's time. Aborted, silent or past
     its deadline: a dropout, holding its slot until it was counted dead (its last heartbeat's
@@ -217,7 +217,7 @@ def lease_history(session: Session, job_id: int, *, now: float, closed: int = 20
         select(Lease.status, Lease.issued_at, Lease.closed_at, Lease.alive_until, Lease.deadline_at)
         .where(Lease.job_id == job_id, Lease.closed_at.is_not(None))
         .order_by(Lease.closed_at.desc())
-        .limit(closed)
+        .limit(recent)
     ).all()
     open_rows = session.execute(
         select(
