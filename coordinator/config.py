@@ -140,6 +140,13 @@ class TaskConfig(Strict):
         f"unconfirmed for {HEARTBEAT_GRACE} intervals expires and frees its slot. None: no "
         "heartbeats, a vanished device holds its slot until lease_seconds run out",
     )
+    time_budget_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="partial work: a device trains until its epochs are done or this many "
+        "seconds have passed, then uploads what it has with its step count (FedProx's "
+        "stragglers; aggregation.normalization 'fednova' weighs them by it). None: every epoch",
+    )
 
 
 class JobCreate(Strict):

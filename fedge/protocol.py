@@ -250,6 +250,14 @@ class Task:
             "clip. A DP job rejects an update above it (norm_too_large)"
         ),
     )
+    time_budget_seconds: float | None = field(
+        default=None,
+        metadata=_doc(
+            "train until the epochs are done or this many seconds of training have passed, "
+            "then upload what there is, its local step count in the metrics (partial work); "
+            "None: train every epoch"
+        ),
+    )
 
 
 @dataclass(frozen=True)

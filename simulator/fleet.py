@@ -295,12 +295,7 @@ class Fleet:
         device, now = busy.device, self.now()
         task = action.task
         examples = int(self.population.num_examples[device])
-        seconds = (
-            examples
-            * task.hparams.local_epochs
-            * float(self.population.ms_per_example[device])
-            / 1000
-        )
+        budget, seconds = self._budget(device, task, examples)
         # The window may have closed while the plan and weights were downloading.
         closes = self.population.window_end(device, now)
         if not self.population.available(device, now):
@@ -323,11 +318,34 @@ class Fleet:
             # LocalTrainers train when the result is read, so a training cut short costs nothing.
             count = int(self.population.tasks[device])
             handle = self.trainers.submit(
-                TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
+                TrainTask(
+                    device=device,
+                    task=task,
+                    seed=(self.seed, 9, device, count),
+                    max_examples=budget,
+                )
             )
             self._later(busy, seconds, EventKind.TRAINED, handle)
         if beats.due < now + working:
             self._later(busy, beats.due - now, EventKind.BEAT, now + working)
+
+    def _budget(self, device: int, task: Task, examples: int) -> tuple[int | None, float]:
+        """The examples the task's time budget lets ``device`` train, and the seconds it trains.
+
+        Charged in virtual time from the device's speed: a straggler with a budget trains the
+        whole batches that fit (at least one, as a device does), then uploads (partial work).
+        """
+        ms = float(self.population.ms_per_example[device])
+        full = examples * task.hparams.local_epochs
+        budget = task.time_budget_seconds
+        if budget is None or full * ms / 1000 <= budget:
+            return None, full * ms / 1000
+        batch = task.hparams.batch_size
+        # A step starts while the budget lasts, so the last one ends just past it.
+        epochs, rest = divmod(budget * 1000 / ms, examples)
+        steps = int(epochs) * math.ceil(examples / batch) + math.ceil(rest / batch)
+        trained = _examples_in_steps(max(steps, 1), examples, batch)
+        return trained, trained * ms / 1000
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
@@ -409,3 +427,10 @@ class Fleet:
         if isinstance(answer, Failure):
             self.stats.failures[answer.reason] += 1
         return answer
+
+
+def _examples_in_steps(steps: int, examples: int, batch: int) -> int:
+    """Examples trained in ``steps`` steps of ``batch``, epochs of ``examples`` (last short)."""
+    per_epoch = math.ceil(examples / batch)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * examples + min(rest * batch, examples)

@@ -31,7 +31,7 @@ from device_sdk.errors import DeviceError
 from device_sdk.plan_runner import PlanRunner
 from device_sdk.runner import train_task
 from device_sdk.session import Failure
-from device_sdk.trainer import TrainResult
+from device_sdk.trainer import ExampleBudget, TrainResult
 from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import Task
@@ -56,6 +56,7 @@ class TrainTask:
     device: int
     task: Task
     seed: tuple[int, ...]
+    max_examples: int | None = None  # the task's time budget, in examples at the device's speed
 
     @property
     def plan_sha256(self) -> str:
@@ -109,6 +110,8 @@ class Worker:
             y=y,
             task=task.task,
             rng=np.random.default_rng(list(task.seed)),
+            # Never the wall clock: a time budget is charged in virtual time (simulator.fleet).
+            budget=ExampleBudget(task.max_examples),
         )
 
     def read_blob(self, sha256: str) -> bytes:

@@ -373,4 +373,5 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
         clip_norm=privacy.clip_norm_for(job, config),
+        time_budget_seconds=local.time_budget_seconds,
     )
