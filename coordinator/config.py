@@ -109,6 +109,13 @@ class AggregationConfig(Strict):
         description="an update's weight in the mean: its example count (FedAvg's), or 1 each; "
         "a DP job needs uniform, as example counts make one device's influence unbounded",
     )
+    normalization: Literal["none", "fednova"] = Field(
+        "none",
+        description="synchronous: how a round averages updates that did different amounts of "
+        "local work (task.time_budget_seconds). 'none': FedAvg's weighted mean, partial updates "
+        "included as FedProx does; 'fednova': each delta divided by its local step norm and "
+        "the mean rescaled by the effective step count (Wang et al., NeurIPS 2020)",
+    )
     # Update checks
     max_update_norm: float | None = Field(None, gt=0)
     norm_policy: Literal["clip", "reject"] = "reject"
@@ -117,6 +124,15 @@ class AggregationConfig(Strict):
     def _minimum_within_target(self) -> AggregationConfig:
         if self.minimum is not None and self.minimum > self.target:
             raise ValueError(f"minimum ({self.minimum}) exceeds target ({self.target})")
+        return self
+
+    @model_validator(mode="after")
+    def _normalization_in_rounds(self) -> AggregationConfig:
+        if self.normalization == "fednova" and self.mode != "sync":
+            raise ValueError(
+                "normalization 'fednova' normalises a synchronous round's reports; an "
+                "asynchronous job averages its buffer with 'none'"
+            )
         return self
 
 
@@ -182,6 +198,11 @@ class JobCreate(Strict):
                 "aggregation.weighting: a DP job needs 'uniform' (got "
                 f"'{aggregation.weighting}'): example-count weights let one device's update "
                 "outweigh the clip norm C the noise is sized for"
+            )
+        if aggregation.normalization != "none":
+            raise ValueError(
+                "aggregation.normalization: a DP job needs 'none': FedNova's rescaling by "
+                "local steps would scale an update beyond the clip norm C the noise is sized for"
             )
         if aggregation.max_update_norm is not None:
             raise ValueError(

@@ -330,22 +330,17 @@ class Fleet:
             self._later(busy, beats.due - now, EventKind.BEAT, now + working)
 
     def _budget(self, device: int, task: Task, examples: int) -> tuple[int | None, float]:
-        """The examples the task's time budget lets ``device`` train, and the seconds it trains.
-
-        Charged in virtual time from the device's speed: a straggler with a budget trains the
-        whole batches that fit (at least one, as a device does), then uploads (partial work).
-        """
+        """The examples ``task``'s time budget lets ``device`` train, and the seconds it trains."""
         ms = float(self.population.ms_per_example[device])
-        full = examples * task.hparams.local_epochs
-        budget = task.time_budget_seconds
-        if budget is None or full * ms / 1000 <= budget:
-            return None, full * ms / 1000
-        batch = task.hparams.batch_size
-        # A step starts while the budget lasts, so the last one ends just past it.
-        epochs, rest = divmod(budget * 1000 / ms, examples)
-        steps = int(epochs) * math.ceil(examples / batch) + math.ceil(rest / batch)
-        trained = _examples_in_steps(max(steps, 1), examples, batch)
-        return trained, trained * ms / 1000
+        budget = budgeted_examples(
+            examples,
+            epochs=task.hparams.local_epochs,
+            batch_size=task.hparams.batch_size,
+            ms_per_example=ms,
+            budget_seconds=task.time_budget_seconds,
+        )
+        trained = examples * task.hparams.local_epochs if budget is None else budget
+        return budget, trained * ms / 1000
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
@@ -427,6 +422,28 @@ class Fleet:
         if isinstance(answer, Failure):
             self.stats.failures[answer.reason] += 1
         return answer
+
+
+def budgeted_examples(
+    examples: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    ms_per_example: float,
+    budget_seconds: float | None,
+) -> int | None:
+    """Examples a device trains within ``budget_seconds`` at its speed; None: every epoch fits.
+
+    Charged in virtual time: a step starts while the budget lasts (so the last one ends just
+    past it) and at least one step is taken, as ``device_sdk.trainer`` does on a device; the
+    count is whole batches, an epoch's last one short. The trainer, given this count as its
+    :class:`~device_sdk.trainer.ExampleBudget`, takes exactly those steps.
+    """
+    if budget_seconds is None or examples * epochs * ms_per_example / 1000 <= budget_seconds:
+        return None
+    full_epochs, rest = divmod(budget_seconds * 1000 / ms_per_example, examples)
+    steps = int(full_epochs) * math.ceil(examples / batch_size) + math.ceil(rest / batch_size)
+    return _examples_in_steps(max(steps, 1), examples, batch_size)
 
 
 def _examples_in_steps(steps: int, examples: int, batch: int) -> int:

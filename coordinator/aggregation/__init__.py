@@ -5,7 +5,8 @@ objects and persists the states they return (plain arrays and scalars).
 
 - ``accumulator``: the streaming weighted sum; ``norms``: update norms and their moments;
 - ``staleness``, ``server_optimizers``: the pieces FedBuff and FedAvg compose;
-- ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer;
+- ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer; ``fednova``:
+  a round's step normalised by each update's local steps (partial work);
 - ``clipping``: per-update norm bounds; ``cohort``: a round's cohort size and deadline;
 - ``configured``: a job's aggregation config (read through a protocol) → these objects.
 """
@@ -39,6 +40,7 @@ from coordinator.aggregation.errors import (
 )
 from coordinator.aggregation.fedavg import FedAvgRound, RoundMeasurements
 from coordinator.aggregation.fedbuff import BufferMeasurements, BufferState, FedBuffBuffer
+from coordinator.aggregation.fednova import FedNovaRound, local_step_norm
 from coordinator.aggregation.norms import NormMoments, l2_norm, update_norm
 from coordinator.aggregation.server_optimizers import (
     FedAdam,
@@ -72,6 +74,7 @@ __all__ = [
     "FedAvgM",
     "FedAvgRound",
     "FedBuffBuffer",
+    "FedNovaRound",
     "FedYogi",
     "FloatArray",
     "Hinge",
@@ -97,6 +100,7 @@ __all__ = [
     "configured",
     "fit_report_times",
     "l2_norm",
+    "local_step_norm",
     "over_commit",
     "plan_cohort",
     "plan_concurrency",

@@ -33,10 +33,10 @@ from coordinator.services import admission, privacy, rounds
 from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
-from coordinator.services.plans import get_plan, manifest_of
+from coordinator.services.plans import get_plan, task_hparams
 from coordinator.settings import Settings
 from fedge import protocol
-from fedge.protocol import CheckInResponse, EligibilityFacts, HyperParameters, RetryWindow, Task
+from fedge.protocol import CheckInResponse, EligibilityFacts, RetryWindow, Task
 
 
 def check_in(
@@ -351,7 +351,6 @@ def _issue(
 
 def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
     plan = get_plan(session, job.plan_id)
-    defaults = manifest_of(plan).hparams
     local = config.task
     version = get_version(session, job.id, lease.base_version)
     return Task(
@@ -362,13 +361,7 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         global_version=lease.base_version,
         weights_url=protocol.WEIGHTS.format(job_id=job.id, number=lease.base_version),
         weights_sha256=version.weights_sha256,
-        hparams=HyperParameters(
-            local_epochs=local.local_epochs or defaults.local_epochs,
-            batch_size=local.batch_size or defaults.batch_size,
-            learning_rate=local.learning_rate or defaults.learning_rate,
-            momentum=local.momentum if local.momentum is not None else defaults.momentum,
-            mu=local.mu if local.mu is not None else defaults.mu,
-        ),
+        hparams=task_hparams(plan, local),
         deadline=lease.deadline_at,
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
