@@ -115,6 +115,15 @@ class AggregationConfig(Strict):
         description="with heartbeats, the share of surplus devices in a cohort above which a "
         "round waits for one refill instead of selecting them (adaptive)",
     )
+    over_commit: bool = Field(
+        False,
+        description="asynchronous: keep C useful devices working by leasing more than C, by the "
+        "dropout rate and the slot time of dropouts learned from the job's recent leases "
+        "(coordinator.aggregation.cohort.plan_concurrency); concurrency is then C useful slots",
+    )
+    max_over_commit: Amount = Field(
+        4.0, ge=1, description="with over_commit, most leases out as a multiple of concurrency"
+    )
     # Server optimizer (Reddi et al., ICLR 2021)
     server_optimizer: Literal["sgd", "fedavgm", "fedadam", "fedyogi"] = "sgd"
     server_learning_rate: Amount = Field(1.0, gt=0)
@@ -126,6 +135,13 @@ class AggregationConfig(Strict):
         "examples",
         description="an update's weight in the mean: its example count (FedAvg's), or 1 each; "
         "a DP job needs uniform, as example counts make one device's influence unbounded",
+    )
+    normalization: Literal["none", "fednova"] = Field(
+        "none",
+        description="synchronous: how a round averages updates that did different amounts of "
+        "local work (task.time_budget_seconds). 'none': FedAvg's weighted mean, partial updates "
+        "included as FedProx does; 'fednova': each delta divided by its local step norm and "
+        "the mean rescaled by the effective step count (Wang et al., NeurIPS 2020)",
     )
     # Update checks
     max_update_norm: float | None = Field(None, gt=0)
@@ -159,6 +175,15 @@ class AggregationConfig(Strict):
                 f"weighting: aggregation.robust = '{self.robust}' counts every update once "
                 "(a coordinate's sorted values carry no weights), so it needs 'uniform'; "
                 "example counts would let one device claim a larger say"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _normalization_in_rounds(self) -> AggregationConfig:
+        if self.normalization == "fednova" and self.mode != "sync":
+            raise ValueError(
+                "normalization 'fednova' normalises a synchronous round's reports; an "
+                "asynchronous job averages its buffer with 'none'"
             )
         return self
 
@@ -208,6 +233,13 @@ class TaskConfig(Strict):
         description="how often a device confirms it is still working on its task; a lease "
         f"unconfirmed for {HEARTBEAT_GRACE} intervals expires and frees its slot. None: no "
         "heartbeats, a vanished device holds its slot until lease_seconds run out",
+    )
+    time_budget_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="partial work: a device trains until its epochs are done or this many "
+        "seconds have passed, then uploads what it has with its step count (FedProx's "
+        "stragglers; aggregation.normalization 'fednova' weighs them by it). None: every epoch",
     )
 
 
@@ -374,6 +406,11 @@ class JobCreate(Strict):
                 "aggregation.weighting: a DP job needs 'uniform' (got "
                 f"'{aggregation.weighting}'): example-count weights let one device's update "
                 "outweigh the clip norm C the noise is sized for"
+            )
+        if aggregation.normalization != "none":
+            raise ValueError(
+                "aggregation.normalization: a DP job needs 'none': FedNova's rescaling by "
+                "local steps would scale an update beyond the clip norm C the noise is sized for"
             )
         if aggregation.max_update_norm is not None:
             raise ValueError(

@@ -36,7 +36,7 @@ from device_sdk.session import (
     Train,
     Upload,
 )
-from device_sdk.trainer import TrainResult, train_locally
+from device_sdk.trainer import TimeBudget, TrainingBudget, TrainResult, train_locally
 from fedge.errors import ManifestError, WireFormatError
 from fedge.logs import native_chatter_dropped
 from fedge.manifest import HyperParameters, PlanManifest, TensorSpec, WeightSlice
@@ -152,9 +152,17 @@ class LocalRunner:
             return Interrupted(reason)
         x, y = self.examples()
         runner.watch = watch
+        seconds = action.task.time_budget_seconds
+        budget = None if seconds is None else TimeBudget.starting_now(seconds, clock=self.monotonic)
         try:
             return train_task(
-                runner, weights=action.weights, x=x, y=y, task=action.task, rng=self.rng
+                runner,
+                weights=action.weights,
+                x=x,
+                y=y,
+                task=action.task,
+                rng=self.rng,
+                budget=budget,
             )
         except _Stop as stopped:
             return Interrupted(stopped.reason)
@@ -230,17 +238,28 @@ def train_task(
     y: npt.ArrayLike,
     task: Task,
     rng: np.random.Generator,
+    budget: TrainingBudget | None = None,
 ) -> TrainResult | Failure:
     """Train ``task`` from its encoded base ``weights``: the result a session's Train expects.
 
     Divergence and a plan or weights that do not fit become Failures, never exceptions; the
-    agent, the scripted runner and the simulator's workers all train through here. A task
-    that holds examples out for evaluation (``held_out_fraction``) trains on the rest.
+    agent, the scripted runner and the simulator's workers all train through here. ``budget``
+    is the task's time budget on the performer's clock (a device's, or the simulator's in
+    examples); None trains every epoch. A task that holds examples out
+    for evaluation (``held_out_fraction``) trains on the rest.
     """
     x, y = training_split(x, y, task.held_out_fraction)
     try:
         base = decode_vector(weights, expected_length=runner.num_params)
-        return train_locally(runner, base_weights=base, x=x, y=y, hparams=task.hparams, rng=rng)
+        return train_locally(
+            runner,
+            base_weights=base,
+            x=x,
+            y=y,
+            hparams=task.hparams,
+            rng=rng,
+            budget=budget,
+        )
     except TrainingError as diverged:
         return Failure(0, "diverged", str(diverged))
     except (DeviceError, ManifestError, WireFormatError) as broken:

@@ -306,6 +306,14 @@ class Task:
         default=0,
         metadata=_doc("the task seed of the codec's rotation and random-k (fedge.wire format 2)"),
     )
+    time_budget_seconds: float | None = field(
+        default=None,
+        metadata=_doc(
+            "train until the epochs are done or this many seconds of training have passed, "
+            "then upload what there is, its local step count in the metrics (partial work); "
+            "None: train every epoch"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -349,12 +349,7 @@ class Fleet:
         device, now = busy.device, self.now()
         task = action.task
         examples = int(self.population.num_examples[device])
-        seconds = (
-            examples
-            * task.hparams.local_epochs
-            * float(self.population.ms_per_example[device])
-            / 1000
-        )
+        budget, seconds = self._budget(device, task, examples)
         # The window may have closed while the plan and weights were downloading.
         closes = self.population.window_end(device, now)
         if not self.population.available(device, now):
@@ -377,7 +372,12 @@ class Fleet:
             # LocalTrainers train when the result is read, so a training cut short costs nothing.
             count = int(self.population.tasks[device])
             handle = self.trainers.submit(
-                TrainTask(device=device, task=task, seed=(self.seed, 9, device, count))
+                TrainTask(
+                    device=device,
+                    task=task,
+                    seed=(self.seed, 9, device, count),
+                    max_examples=budget,
+                )
             )
             self._later(busy, seconds, EventKind.TRAINED, handle)
         if beats.due < now + working:
@@ -421,6 +421,19 @@ class Fleet:
             return result
         self.stats.poisoned += 1
         return dataclasses.replace(result, delta=result.delta * POISON_SCALE)
+
+    def _budget(self, device: int, task: Task, examples: int) -> tuple[int | None, float]:
+        """The examples ``task``'s time budget lets ``device`` train, and the seconds it trains."""
+        ms = float(self.population.ms_per_example[device])
+        budget = budgeted_examples(
+            examples,
+            epochs=task.hparams.local_epochs,
+            batch_size=task.hparams.batch_size,
+            ms_per_example=ms,
+            budget_seconds=task.time_budget_seconds,
+        )
+        trained = examples * task.hparams.local_epochs if budget is None else budget
+        return budget, trained * ms / 1000
 
     def _beat(self, busy: Busy, working_until: float) -> None:
         """A heartbeat mid-training: carry on, or stop if the server closed the lease."""
@@ -504,3 +517,32 @@ class Fleet:
         if isinstance(answer, Failure):
             self.stats.failures[answer.reason] += 1
         return answer
+
+
+def budgeted_examples(
+    examples: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    ms_per_example: float,
+    budget_seconds: float | None,
+) -> int | None:
+    """Examples a device trains within ``budget_seconds`` at its speed; None: every epoch fits.
+
+    Charged in virtual time: a step starts while the budget lasts (so the last one ends just
+    past it) and at least one step is taken, as ``device_sdk.trainer`` does on a device; the
+    count is whole batches, an epoch's last one short. The trainer, given this count as its
+    :class:`~device_sdk.trainer.ExampleBudget`, takes exactly those steps.
+    """
+    if budget_seconds is None or examples * epochs * ms_per_example / 1000 <= budget_seconds:
+        return None
+    full_epochs, rest = divmod(budget_seconds * 1000 / ms_per_example, examples)
+    steps = int(full_epochs) * math.ceil(examples / batch_size) + math.ceil(rest / batch_size)
+    return _examples_in_steps(max(steps, 1), examples, batch_size)
+
+
+def _examples_in_steps(steps: int, examples: int, batch: int) -> int:
+    """Examples trained in ``steps`` steps of ``batch``, epochs of ``examples`` (last short)."""
+    per_epoch = math.ceil(examples / batch)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * examples + min(rest * batch, examples)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import fedge
+from simulator.fleet import FleetStats
 from simulator.personalization import summarize as personalization_summary
 from simulator.run import Outcome, worst_share_mean
 
@@ -117,6 +118,7 @@ def summary(outcome: Outcome, *, written_at: datetime | None = None) -> dict[str
         # flat copies for report.html's table, which shows no nested figures
         "participation_gini": _eligible_participation(outcome).get("gini"),
         "participation_max_over_mean": _eligible_participation(outcome).get("max_over_mean"),
+        **_wasted_work(stats, server_accepted),
         "peak_rss_mb": round(outcome.peak_rss_mb, 1),
         "population_bytes_per_device": round(outcome.population.bytes_per_device, 1),
         "job_status": history.get("status"),
@@ -199,6 +201,33 @@ def rollout_section(figures: dict[str, Any]) -> str:
         "<h3>Stages over time</h3><table><tr><th>hours</th><th>version</th><th>move</th>"
         f"<th>by</th><th>why</th></tr>{moves}</table>"
     )
+
+
+def _wasted_work(stats: FleetStats, in_versions: int) -> dict[str, float]:
+    """Shares of the tasks handed out whose update never entered a version, and why.
+
+    ``tasks_wasted_share``: every such task (the issue's "wasted device work"). Of the tasks,
+    ``tasks_lost_to_dropout_share`` vanished with their device mid-task (download, training,
+    upload; a crash after an accepted upload loses nothing), and
+    ``tasks_wasted_by_coordinator_share`` are those the coordinator's choices threw away:
+    refused reports, trainings cut by a closed lease, aborts, accepted updates left out of
+    every version.
+    """
+    tasks = stats.tasks
+    if tasks == 0:
+        return {}
+    vanished = sum(n for phase, n in stats.dropped.items() if phase != "after_upload")
+    thrown = (
+        sum(stats.rejected.values())
+        + stats.cut
+        + sum(stats.aborted.values())
+        + max(stats.accepted - in_versions, 0)
+    )
+    return {
+        "tasks_wasted_share": round(max(tasks - in_versions, 0) / tasks, 4),
+        "tasks_lost_to_dropout_share": round(vanished / tasks, 4),
+        "tasks_wasted_by_coordinator_share": round(thrown / tasks, 4),
+    }
 
 
 def privacy_summary(history: dict[str, Any]) -> dict[str, Any] | None:

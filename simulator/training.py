@@ -33,7 +33,7 @@ from device_sdk.evaluation import evaluate_task
 from device_sdk.plan_runner import EvalResult, PlanRunner
 from device_sdk.runner import train_task
 from device_sdk.session import Failure
-from device_sdk.trainer import TrainResult
+from device_sdk.trainer import ExampleBudget, TrainResult
 from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import Task
@@ -60,6 +60,7 @@ class TrainTask:
     device: int
     task: Task
     seed: tuple[int, ...]
+    max_examples: int | None = None  # the task's time budget, in examples at the device's speed
 
     @property
     def plan_sha256(self) -> str:
@@ -126,7 +127,16 @@ class Worker:
         rng = np.random.default_rng(list(task.seed))
 
         def train(x: Any, y: Any) -> TrainResult | Failure:
-            return train_task(runner, weights=weights, x=x, y=y, task=task.task, rng=rng)
+            return train_task(
+                runner,
+                weights=weights,
+                x=x,
+                y=y,
+                task=task.task,
+                rng=rng,
+                # Never the wall clock: a time budget is charged in virtual time (simulator.fleet).
+                budget=ExampleBudget(task.max_examples),
+            )
 
         if self.adversary is None:
             return train(*examples)

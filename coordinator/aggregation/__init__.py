@@ -5,7 +5,8 @@ objects and persists the states they return (plain arrays and scalars).
 
 - ``accumulator``: the streaming weighted sum; ``norms``: update norms and their moments;
 - ``staleness``, ``server_optimizers``: the pieces FedBuff and FedAvg compose;
-- ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer;
+- ``fedavg``: a synchronous round's step; ``fedbuff``: the asynchronous buffer; ``fednova``:
+  a round's step normalised by each update's local steps (partial work);
 - ``clipping``: per-update norm bounds; ``cohort``: a round's cohort size and deadline;
 - ``configured``: a job's aggregation config (read through a protocol) → these objects;
 - ``zeroing``: adaptive zeroing of outlying updates; ``robust``: coordinate-wise trimmed mean
@@ -24,10 +25,14 @@ from coordinator.aggregation.accumulator import (
 from coordinator.aggregation.clipping import NormBound, NormPolicy, clip_by_norm
 from coordinator.aggregation.cohort import (
     CohortPlan,
+    ConcurrencyPlan,
+    LeaseHistory,
     ReportTimeModel,
     RoundHistory,
     fit_report_times,
+    over_commit,
     plan_cohort,
+    plan_concurrency,
 )
 from coordinator.aggregation.configured import (
     Aggregation,
@@ -43,6 +48,7 @@ from coordinator.aggregation.errors import (
 )
 from coordinator.aggregation.fedavg import FedAvgRound, RoundMeasurements
 from coordinator.aggregation.fedbuff import BufferMeasurements, BufferState, FedBuffBuffer
+from coordinator.aggregation.fednova import FedNovaRound, local_step_norm
 from coordinator.aggregation.norms import Magnitudes, NormMoments, l2_norm, magnitudes, update_norm
 from coordinator.aggregation.robust import CoordinateWise, RobustMeasurements, RobustRule
 from coordinator.aggregation.server_optimizers import (
@@ -72,6 +78,7 @@ __all__ = [
     "BufferMeasurements",
     "BufferState",
     "CohortPlan",
+    "ConcurrencyPlan",
     "Constant",
     "CoordinateWise",
     "Delta",
@@ -79,9 +86,11 @@ __all__ = [
     "FedAvgM",
     "FedAvgRound",
     "FedBuffBuffer",
+    "FedNovaRound",
     "FedYogi",
     "FloatArray",
     "Hinge",
+    "LeaseHistory",
     "Magnitudes",
     "NonFiniteError",
     "NormBound",
@@ -109,8 +118,11 @@ __all__ = [
     "configured",
     "fit_report_times",
     "l2_norm",
+    "local_step_norm",
     "magnitudes",
+    "over_commit",
     "plan_cohort",
+    "plan_concurrency",
     "server_optimizer_from_config",
     "staleness_from_config",
     "update_norm",

@@ -16,8 +16,14 @@ dynamic adjustment as future work. Here both are learned from the job's own clos
   up front: the chance a *place* reports counts its replacements, and where the surplus
   would waste too much work the deadline leaves room for one (below).
 
+Asynchronous jobs (FedBuff) learn the same way how many leases to keep out: a lease held by a
+device that will vanish does no useful work, so ``C`` useful slots need more than ``C`` leases.
+:func:`plan_concurrency` fits the same report-time model to the job's recent leases (the live
+ones right-censored) for the dropout rate p̂, and :func:`over_commit` turns it into a lease count.
+
 Pure functions over plain numbers (stdlib only); the service reads the history from the database
-(``coordinator.services.rounds.history``) and feeds it in.
+(``coordinator.services.rounds.history``, ``coordinator.services.leasing.lease_history``) and
+feeds it in.
 """
 
 from __future__ import annotations
@@ -175,6 +181,88 @@ def plan_cohort(
         longer = min(round_seconds, deadline + refill)
         plan = _smallest_cohort(model, target, longer, goal, ceiling, refill)
     return plan
+
+
+@dataclass(frozen=True)
+class LeaseHistory:
+    """Outcomes of an asynchronous job's recent leases, for sizing its concurrency.
+
+    ``report_seconds``: issue-to-upload time of each lease whose device uploaded (accepted or
+    refused: it worked to the end). ``dropout_seconds``: how long each lease whose device never
+    uploaded (silent, aborted, past its deadline) held its slot — until the coordinator counted
+    it dead. ``working_seconds``: how long each lease still out has been working (right-censored:
+    it will report, or not).
+    """
+
+    report_seconds: Sequence[float]
+    dropout_seconds: Sequence[float]
+    working_seconds: Sequence[float]
+
+    @property
+    def observations(self) -> int:
+        """Leases in the history."""
+        return len(self.report_seconds) + len(self.dropout_seconds) + len(self.working_seconds)
+
+
+@dataclass(frozen=True)
+class ConcurrencyPlan:
+    """How many leases an asynchronous job keeps out, and the estimates behind the number."""
+
+    leases: int
+    dropout: float  # p̂: the chance a lease never reports (nan when not learned)
+    hold_ratio: float  # ρ: a dropout's mean hold over a report's mean time (nan when not learned)
+    learned: bool  # False: not enough history, the configured concurrency was used
+
+
+def over_commit(useful: int, *, dropout: float, hold_ratio: float = 1.0, max_factor: float) -> int:
+    """Leases to keep out so that ``useful`` of them are, on average, working towards a report.
+
+    By Little's law a slot's share of time spent on leases that will report is
+    ``(1 − p)·T / ((1 − p)·T + p·ρ·T)``, with ``T`` a report's mean time and ``ρ·T`` the mean
+    time a doomed lease holds its slot before the coordinator counts it dead; so ``C`` useful
+    slots take ``C·(1 + ρ·p / (1 − p))`` leases. With ``ρ = 1`` (a dead lease noticed as late
+    as a report arrives) that is ``C / (1 − p)``. Never below ``useful`` nor above
+    ``useful · max_factor``, rounded up; ``dropout`` 1 gives the cap.
+    """
+    if useful < 1:
+        raise ValueError(f"useful must be >= 1, got {useful}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must lie in [0, 1], got {dropout}")
+    if hold_ratio < 0 or max_factor < 1:
+        raise ValueError(
+            f"need hold_ratio >= 0 and max_factor >= 1, got {hold_ratio}, {max_factor}"
+        )
+    ceiling = math.ceil(useful * max_factor - 1e-9)
+    if dropout >= 1:
+        return ceiling
+    leases = useful * (1 + hold_ratio * dropout / (1 - dropout))
+    return max(useful, min(ceiling, math.ceil(leases - 1e-9)))
+
+
+def plan_concurrency(history: LeaseHistory, *, useful: int, max_factor: float) -> ConcurrencyPlan:
+    """The leases an asynchronous job keeps out for ``useful`` working devices, learned.
+
+    p̂ is the never-report share of the report-time model the synchronous planner fits
+    (:func:`fit_report_times`: a Laplace-smoothed cure model, live leases right-censored), so
+    both planners learn dropout alike; ρ is the dropouts' mean hold over the reports' mean
+    time. Before :data:`MIN_OBSERVATIONS` leases (or two reports) the configured ``useful``
+    is kept.
+    """
+    reports = history.report_seconds
+    if history.observations < MIN_OBSERVATIONS or len(reports) < 2:
+        return ConcurrencyPlan(useful, math.nan, math.nan, learned=False)
+    model = fit_report_times(
+        RoundHistory(
+            report_seconds=reports,
+            censored_seconds=history.working_seconds,
+            aborted=len(history.dropout_seconds),
+        )
+    )
+    mean_report = max(sum(reports) / len(reports), 1e-3)
+    dead = history.dropout_seconds
+    hold_ratio = (sum(dead) / len(dead)) / mean_report if dead else 1.0
+    leases = over_commit(useful, dropout=model.never, hold_ratio=hold_ratio, max_factor=max_factor)
+    return ConcurrencyPlan(leases, model.never, hold_ratio, learned=True)
 
 
 def _smallest_cohort(

@@ -17,6 +17,7 @@ from coordinator.aggregation.accumulator import Weighting
 from coordinator.aggregation.clipping import NormBound, NormPolicy
 from coordinator.aggregation.fedavg import FedAvgRound
 from coordinator.aggregation.fedbuff import FedBuffBuffer
+from coordinator.aggregation.fednova import FedNovaRound
 from coordinator.aggregation.robust import CoordinateWise, RobustRule
 from coordinator.aggregation.server_optimizers import ServerOptimizer, server_optimizer_from_config
 from coordinator.aggregation.staleness import StalenessFunction, staleness_from_config
@@ -145,6 +146,11 @@ class AggregationSettings(Protocol):
         """The trimmed mean's share of values cut at each end."""
         ...
 
+    @property
+    def normalization(self) -> str:
+        """How a round's updates are averaged: ``none`` (FedAvg's mean) or ``fednova``."""
+        ...
+
 
 @dataclass(frozen=True)
 class Aggregation:
@@ -195,6 +201,18 @@ class Aggregation:
         return FedAvgRound(
             server_optimizer=self.server_optimizer, weighting=self.settings.weighting
         )
+
+    @cached_property
+    def fednova(self) -> FedNovaRound:
+        """The synchronous aggregator normalising by local steps (FedNova), then the server step."""
+        return FedNovaRound(
+            server_optimizer=self.server_optimizer, weighting=self.settings.weighting
+        )
+
+    @property
+    def normalized(self) -> bool:
+        """Whether a round's updates are normalised by their local steps (FedNova)."""
+        return self.settings.normalization == "fednova"
 
     @cached_property
     def norm_bound(self) -> NormBound | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from coordinator.aggregation import ConcurrencyPlan, LeaseHistory, plan_concurrency
 from coordinator.compression import choose_codec
 from coordinator.config import HEARTBEAT_GRACE, JobCreate
 from coordinator.db.models import (
@@ -35,10 +37,10 @@ from coordinator.services import admission, evaluation, privacy, rounds
 from coordinator.services.devices import seen_within
 from coordinator.services.jobs import get_version, job_config, refuse_if_ended
 from coordinator.services.memo import ClockMemo
-from coordinator.services.plans import get_plan, manifest_of
+from coordinator.services.plans import get_plan, task_hparams
 from coordinator.settings import Settings
 from fedge import protocol
-from fedge.protocol import CheckInResponse, EligibilityFacts, HyperParameters, RetryWindow, Task
+from fedge.protocol import CheckInResponse, EligibilityFacts, RetryWindow, Task
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ def retry_window(session: Session, job: Job, *, now: float, settings: Settings) 
     """
     config = job_config(job)
     if job.mode == JobMode.ASYNC:
-        slots = config.aggregation.concurrency
+        slots = concurrency(session, job, config, now=now).leases
     else:  # the open round's cohort; reading round history here would tax every refusal
         open_size = session.scalar(
             select(Round.to_select).where(Round.job_id == job.id, Round.status == RoundStatus.OPEN)
@@ -224,6 +226,67 @@ def _mean_task_seconds(session: Session, job_id: int) -> float | None:
     ).all()
     recent = [float(seconds) for seconds in durations if seconds is not None]
     return sum(recent) / len(recent) if recent else None
+
+
+def concurrency(session: Session, job: Job, config: JobCreate, *, now: float) -> ConcurrencyPlan:
+    """The leases an asynchronous job keeps out: ``concurrency``, or more with ``over_commit``.
+
+    With ``aggregation.over_commit`` the job learns from its recent leases how many never report
+    and how long they hold a slot (:func:`coordinator.aggregation.plan_concurrency`), and leases
+    enough that ``concurrency`` devices are, on average, working towards a report. Memoised for a
+    minute of the clock: the estimate moves slowly, and every check-in asks.
+    """
+    aggregation = config.aggregation
+    if not aggregation.over_commit:
+        return ConcurrencyPlan(aggregation.concurrency, math.nan, math.nan, learned=False)
+    return _concurrency.get(
+        session,
+        job.id,
+        lambda s: plan_concurrency(
+            lease_history(s, job.id, now=now),
+            useful=aggregation.concurrency,
+            max_factor=aggregation.max_over_commit,
+        ),
+        now=now,
+    )
+
+
+_concurrency = ClockMemo[ConcurrencyPlan](60.0)
+
+
+def lease_history(session: Session, job_id: int, *, now: float, recent: int = 200) -> LeaseHistory:
+    """What the job's ``recent`` most recently closed leases and its open ones did.
+
+    Uploaded (accepted or refused): a report, after its lease's time. Aborted, silent or past
+    its deadline: a dropout, holding its slot until it was counted dead (its last heartbeat's
+    grace, or its deadline). Still live: working for so long, outcome unknown.
+    """
+    rows = session.execute(
+        select(Lease.status, Lease.issued_at, Lease.closed_at, Lease.alive_until, Lease.deadline_at)
+        .where(Lease.job_id == job_id, Lease.closed_at.is_not(None))
+        .order_by(Lease.closed_at.desc())
+        .limit(recent)
+    ).all()
+    open_rows = session.execute(
+        select(
+            Lease.status, Lease.issued_at, Lease.closed_at, Lease.alive_until, Lease.deadline_at
+        ).where(Lease.job_id == job_id, Lease.status == LeaseStatus.ACTIVE)
+    ).all()
+    reports: list[float] = []
+    dropouts: list[float] = []
+    working: list[float] = []
+    for status, issued, closed, alive_until, deadline in [*rows, *open_rows]:
+        dead_at = min(deadline, math.inf if alive_until is None else alive_until)
+        closed_at = now if closed is None else closed
+        if status in (LeaseStatus.COMPLETED, LeaseStatus.REJECTED):
+            reports.append(closed_at - issued)
+        elif status == LeaseStatus.ABORTED:
+            dropouts.append(closed_at - issued)
+        elif status == LeaseStatus.EXPIRED or now > dead_at:  # silent, or out of time
+            dropouts.append(dead_at - issued)
+        else:
+            working.append(now - issued)
+    return LeaseHistory(report_seconds=reports, dropout_seconds=dropouts, working_seconds=working)
 
 
 def _retry(mean: float, settings: Settings, reason: str) -> CheckInResponse:
@@ -336,7 +399,7 @@ def _issue(
         active = session.scalar(
             select(func.count(Lease.id)).where(Lease.job_id == job.id, Lease.live(now))
         )
-        if (active or 0) >= config.aggregation.concurrency:
+        if (active or 0) >= concurrency(session, job, config, now=now).leases:
             return full
         deadline = now + config.task.lease_seconds
     else:
@@ -373,7 +436,6 @@ def _issue(
 
 def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
     plan = get_plan(session, job.plan_id)
-    defaults = manifest_of(plan).hparams
     local = config.task
     version = get_version(session, job.id, lease.base_version)
     return Task(
@@ -384,13 +446,7 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         global_version=lease.base_version,
         weights_url=protocol.WEIGHTS.format(job_id=job.id, number=lease.base_version),
         weights_sha256=version.weights_sha256,
-        hparams=HyperParameters(
-            local_epochs=local.local_epochs or defaults.local_epochs,
-            batch_size=local.batch_size or defaults.batch_size,
-            learning_rate=local.learning_rate or defaults.learning_rate,
-            momentum=local.momentum if local.momentum is not None else defaults.momentum,
-            mu=local.mu if local.mu is not None else defaults.mu,
-        ),
+        hparams=task_hparams(plan, local),
         deadline=lease.deadline_at,
         round=rounds.round_number(session, lease.round_id),
         heartbeat_seconds=local.heartbeat_seconds,
@@ -398,4 +454,5 @@ def _task(session: Session, job: Job, config: JobCreate, lease: Lease) -> Task:
         held_out_fraction=evaluation.held_out_fraction(config),
         codec=lease.codec or "float32",
         codec_seed=lease.codec_seed or 0,
+        time_budget_seconds=local.time_budget_seconds,
     )

@@ -7,12 +7,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordinator.config import TaskConfig
 from coordinator.db.blobs import get_blob
 from coordinator.db.models import Plan
 from coordinator.errors import BadRequest, Conflict, NotFound
 from coordinator.services.memo import ImmutableRows
 from fedge.errors import FedgeError
-from fedge.manifest import PlanManifest
+from fedge.manifest import HyperParameters, PlanManifest
 from fedge.wire import decode_vector
 
 
@@ -86,3 +87,15 @@ def inference_model(session: Session, plan: Plan, weights: bytes) -> bytes:
 def manifest_of(plan: Plan) -> PlanManifest:
     """The parsed manifest of a registered plan (validated when it was registered)."""
     return PlanManifest.from_dict(plan.manifest)
+
+
+def task_hparams(plan: Plan, local: TaskConfig) -> HyperParameters:
+    """The hyper-parameters a task of the job trains with: the job's, else the plan's defaults."""
+    defaults = manifest_of(plan).hparams
+    return HyperParameters(
+        local_epochs=local.local_epochs or defaults.local_epochs,
+        batch_size=local.batch_size or defaults.batch_size,
+        learning_rate=local.learning_rate or defaults.learning_rate,
+        momentum=local.momentum if local.momentum is not None else defaults.momentum,
+        mu=local.mu if local.mu is not None else defaults.mu,
+    )

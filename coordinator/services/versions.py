@@ -11,6 +11,7 @@ instead of forking history.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -18,7 +19,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordinator.aggregation import Delta, FloatArray, NonFiniteError, configured, magnitudes
+from coordinator.aggregation import (
+    Delta,
+    FloatArray,
+    NonFiniteError,
+    configured,
+    local_step_norm,
+    magnitudes,
+)
 from coordinator.db.blobs import get_blob, put_blob, release
 from coordinator.db.models import Job, JobStatus, Round, Update, Version
 from coordinator.errors import Conflict, InvalidUpdate
@@ -30,8 +38,9 @@ from coordinator.services.jobs import (
     job_config,
     version_weights,
 )
-from coordinator.services.plans import get_plan
+from coordinator.services.plans import get_plan, task_hparams
 from fedge.codecs import Payload
+from fedge.manifest import HyperParameters
 from fedge.protocol import Reason
 from fedge.wire import decode_update, decode_vector, encode_vector
 
@@ -157,19 +166,29 @@ def make_version_from_round(
     num_params = get_plan(session, job.plan_id).num_params
     if defences.active(config):  # zeroing or a robust rule: folded at the close from the blobs
         return _defended_version(session, job, reports, num_params, current.id, started, now=now)
-    aggregator = configured(config.aggregation).fedavg
+    aggregation = configured(config.aggregation)
     weights = decode_vector(version_weights(session, job.id, job.current_version))
     optimizer_state = decode_optimizer_state(get_blob(session, _optimizer_sha(job)))
-    deltas = _deltas(session, reports, num_params, received or {})
-    pairs = (
-        (delta, update.num_examples)
-        if (norm := _folded_norm(update)) is None
-        else (delta, update.num_examples, norm)
-        for update, delta in zip(reports, deltas, strict=True)
-    )
-    new_weights, new_state, measured = aggregator.step(
-        weights, optimizer_state, pairs, average=None if private is None else private.average
-    )
+    if aggregation.normalized:  # FedNova: each report by its local steps (never a DP job)
+        hparams = task_hparams(get_plan(session, job.plan_id), config.task)
+        floats = zip(reports, _float_deltas(session, reports, num_params), strict=True)
+        triples = (
+            (delta, update.num_examples, step_norm(update, hparams)) for update, delta in floats
+        )
+        new_weights, new_state, measured = aggregation.fednova.step(
+            weights, optimizer_state, triples
+        )
+    else:
+        deltas = _deltas(session, reports, num_params, received or {})
+        pairs = (
+            (delta, update.num_examples)
+            if (norm := _folded_norm(update)) is None
+            else (delta, update.num_examples, norm)
+            for update, delta in zip(reports, deltas, strict=True)
+        )
+        new_weights, new_state, measured = aggregation.fedavg.step(
+            weights, optimizer_state, pairs, average=None if private is None else private.average
+        )
     return _commit_version(
         session,
         job,
@@ -184,6 +203,33 @@ def make_version_from_round(
         seconds=time.perf_counter() - started,
         now=now,
         private=private,
+    )
+
+
+def local_steps(update: Update, hparams: HyperParameters) -> int:
+    """The local steps behind ``update``: what its device reported, within what it was asked.
+
+    A task asks for ``local_epochs`` epochs of ``batch_size``; a device on a time budget may do
+    fewer steps and says how many (``metrics["steps"]``, from ``device_sdk.trainer``). A count
+    that is missing or not a number (an older device) is taken as the full task, and one is
+    clamped to [1, the full task] so that no device can claim an amplified weight.
+    """
+    full = hparams.local_epochs * math.ceil(update.num_examples / hparams.batch_size)
+    reported = update.metrics.get("steps")
+    if isinstance(reported, bool) or not isinstance(reported, int | float):
+        return full
+    if not math.isfinite(reported):
+        return full
+    return min(full, max(1, round(reported)))
+
+
+def step_norm(update: Update, hparams: HyperParameters) -> float:
+    """FedNova's ‖aᵢ‖₁ of ``update``: its local steps under the task's η, momentum and μ."""
+    return local_step_norm(
+        local_steps(update, hparams),
+        learning_rate=hparams.learning_rate,
+        momentum=hparams.momentum,
+        mu=hparams.mu,
     )
 
 
