@@ -120,6 +120,8 @@ def _simulate(args: argparse.Namespace) -> int:
             overrides[field] = value
     if args.no_progress:
         overrides["progress"] = False
+    if args.audit:
+        overrides["audit.enabled"] = True
     try:
         config = sim_config.load(Path(args.config) if args.config else None, overrides)
     except (ValidationError, ValueError) as exc:
@@ -185,6 +187,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--set", action="append", metavar="KEY=VALUE", help="override any config field"
     )
     simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--audit",
+        action="store_true",
+        help="privacy audit of the final model: membership-inference AUC and an empirical ε "
+        "from canary devices (the audit table of the config sizes it)",
+    )
     add_log_level(simulate, default="warning")
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")
     simulate.set_defaults(run=_simulate)

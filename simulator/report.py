@@ -97,6 +97,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "job_status": history.get("status"),
         "privacy": privacy_summary(history),
         "attack": attack_summary(outcome),
+        "audit": outcome.audit,
     }
 
 
@@ -216,10 +217,33 @@ def _html(figures: dict[str, Any], images: list[Path], out: Path) -> None:
         "td,th{text-align:left;padding:2px 8px}img{max-width:100%}</style>"
         f"<h1>Fedge simulation: {figures['devices']} devices, {figures['mode']}"
         f"{' (interrupted: a partial run)' if figures['interrupted'] else ''}</h1>"
-        f"<table>{rows}</table>{pictures}"
+        f"<table>{rows}</table>{audit_section(figures.get('audit'))}{pictures}"
         "<p>Full figures: <a href='summary.json'>summary.json</a>, time series: "
         "<a href='timeseries.csv'>timeseries.csv</a>.</p>\n"
     )
+
+
+def audit_section(audit: dict[str, Any] | None) -> str:
+    """The privacy audit's few lines of report.html: attack AUCs, ε lower vs upper; or ''."""
+    if audit is None:
+        return ""
+    lines = []
+    attack = audit.get("membership")
+    if attack is not None:
+        for unit in ("per_example", "per_device"):
+            a = attack[unit]
+            lines.append(
+                f"membership-inference AUC {unit.replace('_', ' ')}: {a['auc']:.3f} "
+                f"[{a['low']:.3f}, {a['high']:.3f}]"
+            )
+    lower, upper = audit.get("epsilon_lower"), audit.get("epsilon_upper")
+    lines.append(
+        f"ε at δ = {audit['delta']:g}: empirical lower "
+        f"{'n/a' if lower is None else f'{lower:.3f}'} (canaries), accountant "
+        f"{'∞ (no DP)' if upper is None else f'{upper:.3f}'}"
+    )
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<h2>Privacy audit</h2><ul>{items}</ul>"
 
 
 def _plain(value: Any) -> Any:
