@@ -189,6 +189,21 @@ def cosines(delta: npt.ArrayLike, directions: npt.ArrayLike) -> FloatArray:
     return result
 
 
+EPSILON_CAP = 100.0
+"""The largest ε the estimator resolves; a pair beyond it reads as this, flagged ``at_cap``."""
+
+
+def _mass(mean: float, std: float, low: float, high: float) -> float:
+    """N(mean, std²) mass of [low, high], from the nearer tail so far tails keep their digits."""
+    if high == math.inf:
+        return float(stats.norm.sf(low, mean, std))
+    if low == -math.inf:
+        return float(stats.norm.cdf(high, mean, std))
+    if low > mean:
+        return float(stats.norm.sf(low, mean, std) - stats.norm.sf(high, mean, std))
+    return float(stats.norm.cdf(high, mean, std) - stats.norm.cdf(low, mean, std))
+
+
 def hockey_stick(p: tuple[float, float], q: tuple[float, float], epsilon: float) -> float:
     """δ(ε) = ∫ (p − e^ε q)₊ between two Gaussians given as (mean, std), exactly.
 
@@ -199,12 +214,8 @@ def hockey_stick(p: tuple[float, float], q: tuple[float, float], epsilon: float)
     a = 1.0 / (2 * s0**2) - 1.0 / (2 * s1**2)
     b = m1 / s1**2 - m0 / s0**2
     c = m0**2 / (2 * s0**2) - m1**2 / (2 * s1**2) + math.log(s0 / s1) - epsilon
-
-    def mass(mean: float, std: float, low: float, high: float) -> float:
-        return float(stats.norm.cdf(high, mean, std) - stats.norm.cdf(low, mean, std))
-
     intervals: list[tuple[float, float]]
-    if abs(a) < 1e-12 * max(abs(b), 1e-300):  # equal variances: b·x + c > 0
+    if abs(a) <= 1e-12 * max(abs(b), 1e-300):  # equal variances: b·x + c > 0
         if b == 0:
             intervals = [(-math.inf, math.inf)] if c > 0 else []
         else:
@@ -215,27 +226,28 @@ def hockey_stick(p: tuple[float, float], q: tuple[float, float], epsilon: float)
         if disc <= 0:
             intervals = [(-math.inf, math.inf)] if a > 0 else []
         else:
-            r1, r2 = sorted(((-b - math.sqrt(disc)) / (2 * a), (-b + math.sqrt(disc)) / (2 * a)))
+            root = math.sqrt(disc)
+            r1, r2 = sorted(((-b - root) / (2 * a), (-b + root) / (2 * a)))
             intervals = [(-math.inf, r1), (r2, math.inf)] if a > 0 else [(r1, r2)]
-    total = sum(
-        mass(m1, s1, lo, hi) - math.exp(epsilon) * mass(m0, s0, lo, hi) for lo, hi in intervals
-    )
+    scale = math.exp(min(epsilon, 700.0))
+    total = sum(_mass(m1, s1, lo, hi) - scale * _mass(m0, s0, lo, hi) for lo, hi in intervals)
     return max(0.0, total)
 
 
 def gaussian_pair_epsilon(
     inserted: tuple[float, float], held_out: tuple[float, float], delta: float
 ) -> float:
-    """The smallest ε with both δ(ε) (either order) ≤ ``delta``: the pair's ε at δ (bisection)."""
+    """The smallest ε with δ(ε) ≤ ``delta`` in both orders: the pair's ε at δ, by bisection.
+
+    At most :data:`EPSILON_CAP`: a pair further apart returns the cap.
+    """
 
     def epsilon_one_way(p: tuple[float, float], q: tuple[float, float]) -> float:
         if hockey_stick(p, q, 0.0) <= delta:
             return 0.0
-        low, high = 0.0, 1.0
-        while hockey_stick(p, q, high) > delta:
-            low, high = high, high * 2
-            if high > 1e4:
-                return math.inf
+        if hockey_stick(p, q, EPSILON_CAP) > delta:
+            return EPSILON_CAP
+        low, high = 0.0, EPSILON_CAP
         for _ in range(60):
             middle = (low + high) / 2
             low, high = (middle, high) if hockey_stick(p, q, middle) > delta else (low, middle)
@@ -257,8 +269,10 @@ def canary_epsilon(
         )
     fit_in = (float(ins.mean()), float(ins.std(ddof=1)))
     fit_out = (float(out.mean()), float(out.std(ddof=1)))
+    epsilon = gaussian_pair_epsilon(fit_in, fit_out, delta)
     return {
-        "epsilon_lower": gaussian_pair_epsilon(fit_in, fit_out, delta),
+        "epsilon_lower": epsilon,
+        "at_cap": epsilon >= EPSILON_CAP,
         "delta": delta,
         "inserted": {"count": int(ins.size), "mean": fit_in[0], "std": fit_in[1]},
         "held_out": {"count": int(out.size), "mean": fit_out[0], "std": fit_out[1]},

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from device_sdk.trainer import TrainResult
 from simulator.audit import (
+    EPSILON_CAP,
     AuditPlan,
     auc,
     auc_interval,
@@ -135,6 +136,14 @@ def test_canary_estimator_on_indistinguishable_cosines_is_near_zero() -> None:
     result = canary_epsilon(rng.normal(0, 1, 5000), rng.normal(0, 1, 5000), delta=1e-5)
 
     assert result["epsilon_lower"] < 0.3
+
+
+def test_canary_estimator_on_far_apart_cosines_reads_the_cap_flagged() -> None:
+    rng = np.random.default_rng(6)
+
+    result = canary_epsilon(rng.normal(80, 1, 50), rng.normal(0, 1, 1000), delta=1e-5)
+
+    assert result["epsilon_lower"] == EPSILON_CAP and result["at_cap"]
 
 
 def test_canary_estimator_needs_two_cosines_a_group() -> None:
