@@ -124,7 +124,15 @@ def _simulate(args: argparse.Namespace) -> int:
         overrides["audit.enabled"] = True
     try:
         config = sim_config.load(Path(args.config) if args.config else None, overrides)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # one line, each problem as FIELD: reason
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        print(f"fedge: error: invalid simulation config: {problems}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"fedge: error: invalid simulation config: {exc}", file=sys.stderr)
         return 2
     outcome = simulate(config)  # Ctrl-C while devices run ends it early, outcome.interrupted

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +286,21 @@ def test_simulate_with_audit_writes_both_attacks_and_the_bounds_into_the_summary
     privacy = json.loads((config.out / "summary.json").read_text())["privacy"]
     assert audit["epsilon_upper"] == privacy["epsilon_pld"]
     assert audit["delta"] == privacy["delta"]
+
+
+def test_fedge_simulate_audit_on_too_small_a_population_is_one_line_with_status_2(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "fedge.cli", "simulate", "--audit", "--devices", "100"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=120,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "20 canaries + 50 held-out devices take more than half of the 100" in done.stderr
