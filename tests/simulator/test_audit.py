@@ -133,6 +133,19 @@ def test_canary_estimator_on_synthetic_cosines_gives_the_epsilon_of_that_pair() 
     assert result["epsilon_lower"] == pytest.approx(_pld_epsilon(separation, 1e-5), rel=0.05)
 
 
+def test_canary_estimate_interval_covers_the_pairs_epsilon_and_is_wide_with_few_canaries() -> None:
+    rng = np.random.default_rng(7)
+    truth = _pld_epsilon(2.0, 1e-5)
+    inserted, held_out = rng.normal(2.0, 1.0, size=20), rng.normal(0.0, 1.0, size=1000)
+
+    result = canary_epsilon(inserted, held_out, delta=1e-5, rng=rng, resamples=100)
+
+    interval = result["interval"]
+    assert interval["low"] <= result["epsilon_lower"] <= interval["high"]
+    assert interval["low"] < truth < interval["high"]
+    assert interval["high"] - interval["low"] > 1.0  # 20 canaries pin the mean to ±0.45σ
+
+
 def test_canary_estimator_on_indistinguishable_cosines_is_near_zero() -> None:
     rng = np.random.default_rng(4)
 
