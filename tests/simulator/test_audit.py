@@ -144,6 +144,23 @@ def test_canary_estimate_interval_covers_the_pairs_epsilon_and_is_wide_with_few_
     assert interval["low"] <= result["epsilon_lower"] <= interval["high"]
     assert interval["low"] < truth < interval["high"]
     assert interval["high"] - interval["low"] > 1.0  # 20 canaries pin the mean to ±0.45σ
+    steady = result["interval_equal_variance"]
+    assert steady["low"] < truth < steady["high"]
+    assert steady["high"] - steady["low"] < interval["high"] - interval["low"]
+
+
+def test_equal_variance_reading_is_the_gaussian_mechanisms_epsilon_of_the_mean_gap() -> None:
+    rng = np.random.default_rng(8)
+    inserted, held_out = rng.normal(1.0, 1.0, size=4000), rng.normal(0.0, 1.0, size=4000)
+
+    result = canary_epsilon(inserted, held_out, delta=1e-5)
+
+    gap = (inserted.mean() - held_out.mean()) / math.sqrt(
+        (inserted.var(ddof=1) * 3999 + held_out.var(ddof=1) * 3999) / 7998
+    )
+    assert result["epsilon_lower_equal_variance"] == pytest.approx(
+        _pld_epsilon(gap, 1e-5), rel=0.01
+    )
 
 
 def test_canary_estimator_on_indistinguishable_cosines_is_near_zero() -> None:
