@@ -334,3 +334,22 @@ def test_fedge_simulate_audit_on_too_small_a_population_is_one_line_with_status_
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "20 canaries + 50 held-out devices take more than half of the 100" in done.stderr
+
+
+def test_the_reports_audit_section_shows_both_aucs_and_both_epsilons() -> None:
+    from simulator.report import audit_section
+
+    interval = {"auc": 0.69, "low": 0.6, "high": 0.78, "level": 0.95}
+    audit = {
+        "membership": {"per_example": interval, "per_device": interval},
+        "epsilon_lower": 1.24,
+        "epsilon_upper": 4.99,
+        "delta": 1e-5,
+    }
+
+    section = audit_section(audit)
+
+    assert section.startswith("<h2>Privacy audit</h2>")
+    assert "per device: 0.690 [0.600, 0.780]" in section
+    assert "empirical lower 1.240 (canaries), accountant 4.990" in section
+    assert audit_section(None) == ""
