@@ -16,9 +16,10 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from device_sdk.trainer import TrainResult
-from simulator.audit import (
+from simulator.audit import AuditPlan
+from simulator.config import AuditConfig, load
+from simulator.estimators import (
     EPSILON_CAP,
-    AuditPlan,
     auc,
     auc_interval,
     canary_epsilon,
@@ -28,7 +29,6 @@ from simulator.audit import (
     losses,
     membership,
 )
-from simulator.config import AuditConfig, load
 
 
 def _pld_epsilon(separation: float, delta: float) -> float:
@@ -177,6 +177,16 @@ def test_canary_estimator_on_far_apart_cosines_reads_the_cap_flagged() -> None:
     result = canary_epsilon(rng.normal(80, 1, 50), rng.normal(0, 1, 1000), delta=1e-5)
 
     assert result["epsilon_lower"] == EPSILON_CAP and result["at_cap"]
+
+
+def test_a_group_of_identical_cosines_reads_as_a_point_mass_not_an_error() -> None:
+    held_out = np.random.default_rng(9).normal(0, 1, 100)
+
+    apart = canary_epsilon([3.0, 3.0], held_out, delta=1e-5)
+    same = canary_epsilon([1.0, 1.0], [1.0, 1.0], delta=1e-5)
+
+    assert apart["epsilon_lower"] == EPSILON_CAP
+    assert same["epsilon_lower"] == 0.0
 
 
 def test_canary_estimator_needs_two_cosines_a_group() -> None:
