@@ -144,6 +144,7 @@ class Bound:
     """
 
     ge: float | None = None
+    le: float | None = None
     max_length: int | None = None
     strict: bool = False
     number: bool = False
@@ -152,6 +153,8 @@ class Bound:
         schema = dict(handler(source))
         if self.ge is not None:
             schema["ge"] = self.ge
+        if self.le is not None:
+            schema["le"] = self.le
         if self.max_length is not None:
             schema["max_length"] = self.max_length
         if self.strict:
@@ -172,6 +175,7 @@ def _not_a_bool(value: object) -> object:
 
 
 Count = Annotated[int, Bound(ge=0, number=True)]
+PositiveCount = Annotated[int, Bound(ge=1, number=True)]
 Flag = Annotated[bool, Bound(strict=True)]
 Name = Annotated[str, Bound(max_length=64)]
 Version = Annotated[str, Bound(max_length=32)]
@@ -416,9 +420,13 @@ class EvaluationReport:
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST
 
     global_version: Count = field(metadata=_doc("the version evaluated (the task's)"))
-    loss: float = field(metadata=_doc("mean loss over the evaluated examples"))
-    accuracy: float = field(metadata=_doc("share of the evaluated examples predicted right"))
-    num_examples: Count = field(metadata=_doc("examples evaluated (at least 1)"))
+    loss: Annotated[float, Bound(ge=0, number=True)] = field(
+        metadata=_doc("mean loss over the evaluated examples")
+    )
+    accuracy: Annotated[float, Bound(ge=0, le=1, number=True)] = field(
+        metadata=_doc("share of the evaluated examples predicted right")
+    )
+    num_examples: PositiveCount = field(metadata=_doc("examples evaluated (at least 1)"))
     tier: Name = field(default="", metadata=_doc("the device's tier, if it knows one"))
 
 

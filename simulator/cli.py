@@ -120,9 +120,19 @@ def _simulate(args: argparse.Namespace) -> int:
             overrides[field] = value
     if args.no_progress:
         overrides["progress"] = False
+    if args.audit:
+        overrides["audit.enabled"] = True
     try:
         config = sim_config.load(Path(args.config) if args.config else None, overrides)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # one line, each problem as FIELD: reason
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        print(f"fedge: error: invalid simulation config: {problems}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"fedge: error: invalid simulation config: {exc}", file=sys.stderr)
         return 2
     if args.personalize and config.personalization is None:  # a config's own table wins
@@ -202,6 +212,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="at the end, fine-tune the model on each fairness-sampled device, keep it only if "
         "better on the device's validation split, and report the per-device gains "
         "(settings: the config's personalization table)",
+    )
+    simulate.add_argument(
+        "--audit",
+        action="store_true",
+        help="privacy audit of the final model: membership-inference AUC and an empirical ε "
+        "from canary devices (the audit table of the config sizes it)",
     )
     add_log_level(simulate, default="warning")
     simulate.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML report")

@@ -199,6 +199,36 @@ class PersonalizationConfig(BaseModel):
     )
 
 
+class AuditConfig(BaseModel):
+    """The privacy audit of a run (:mod:`simulator.audit`, docs/privacy.md "The audit"); off.
+
+    ``held_out_devices`` devices, drawn from the run's seed, are kept out of the population
+    (they never check in): their examples are the non-members of the membership-inference
+    attack. ``canaries`` other devices send a canary instead of their trained delta: a fixed
+    random unit direction × the task's clip norm C (``canary_norm`` when the task clips
+    nothing); ``held_out_canaries`` more directions are drawn and never sent (Andrew et al.,
+    ICLR 2024).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="run the audit (fedge simulate --audit)")
+    canaries: int = Field(20, ge=0, description="devices whose update is a canary direction")
+    held_out_canaries: int = Field(
+        1000, ge=2, description="canary directions drawn but never inserted (the null)"
+    )
+    held_out_devices: int = Field(
+        50, ge=0, description="devices kept out of the population: the attack's non-members"
+    )
+    canary_norm: float = Field(
+        1.0, gt=0, description="a canary's norm when the task sets no clip_norm (no DP)"
+    )
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="δ of the empirical ε when the run has no DP (else the job's)"
+    )
+    bootstrap: int = Field(1000, ge=10, description="resamples of the AUC's bootstrap interval")
+
+
 # The run's fields a job's defaults are made from (validated before ``job``).
 _JOB_INPUTS = {"devices", "mode", "seed", "rounds", "cohort", "dp_epsilon", "server", "codec"}
 
@@ -264,6 +294,7 @@ class SimulationConfig(BaseModel):
         description="fine-tune the final model on each fairness-sampled device, keep it if "
         "better on the device's validation split, and report per-device gains (--personalize)",
     )
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     job: dict[str, Any] = Field(
         default_factory=dict,
         description="JobCreate fields (aggregation, population, task) layered over the defaults; "
@@ -313,6 +344,18 @@ class SimulationConfig(BaseModel):
     def _sync_needs_cohort(self) -> SimulationConfig:
         if self.mode == "async" and self.cohort is not None:
             raise ValueError("--cohort is the size of a synchronous round; use it with --mode sync")
+        return self
+
+    @model_validator(mode="after")
+    def _audit_leaves_a_population(self) -> SimulationConfig:
+        audit = self.audit
+        taken = audit.canaries + audit.held_out_devices
+        if audit.enabled and taken * 2 > self.devices:
+            raise ValueError(
+                f"audit: {audit.canaries} canaries + {audit.held_out_devices} held-out devices "
+                f"take more than half of the {self.devices} devices; lower audit.canaries or "
+                "audit.held_out_devices, or raise --devices"
+            )
         return self
 
     def job_config(self, plan_id: int) -> JobCreate:

@@ -145,6 +145,7 @@ def summary(outcome: Outcome, *, written_at: datetime | None = None) -> dict[str
         "rounds_by_status": history.get("rounds", {}),
         "tiers": tier_figures(outcome),
         "accuracy_per_device_histogram": _histogram(fairness),
+        "audit": outcome.audit,
     }
 
 
@@ -721,6 +722,12 @@ def personalization(data: ReportData) -> str | None:
     return f"<section id='personalization'>{body}</section>" if body else None
 
 
+def privacy_audit(data: ReportData) -> str | None:
+    """The privacy audit: membership-inference AUC and the canaries' empirical ε (``--audit``)."""
+    body = audit_section(data.figures.get("audit"))
+    return f"<section id='audit'>{body}</section>" if body else None
+
+
 SECTIONS: tuple[Section, ...] = (
     header,
     headline,
@@ -736,6 +743,7 @@ SECTIONS: tuple[Section, ...] = (
     bytes_by_codec,
     federated_evaluation,
     personalization,
+    privacy_audit,
 )
 """The report's sections, in page order."""
 
@@ -981,6 +989,29 @@ def _personalization_html(figures: dict[str, Any] | None) -> str:
         "<table><tr><th></th><th>mean</th><th>worst 10 %</th><th>worst-10 % gain</th>"
         f"<th>devices hurt</th></tr>{cells}</table>"
     )
+
+
+def audit_section(audit: dict[str, Any] | None) -> str:
+    """The privacy audit's few lines of report.html: attack AUCs, ε lower vs upper; or ''."""
+    if audit is None:
+        return ""
+    lines = []
+    attack = audit.get("membership")
+    if attack is not None:
+        for unit in ("per_example", "per_device"):
+            a = attack[unit]
+            lines.append(
+                f"membership-inference AUC {unit.replace('_', ' ')}: {a['auc']:.3f} "
+                f"[{a['low']:.3f}, {a['high']:.3f}]"
+            )
+    lower, upper = audit.get("epsilon_lower"), audit.get("epsilon_upper")
+    lines.append(
+        f"ε at δ = {audit['delta']:g}: empirical lower "
+        f"{'n/a' if lower is None else f'{lower:.3f}'} (canaries), accountant "
+        f"{'∞ (no DP)' if upper is None else f'{upper:.3f}'}"
+    )
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<h2>Privacy audit</h2><ul>{items}</ul>"
 
 
 def _plain(value: Any) -> Any:

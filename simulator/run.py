@@ -22,6 +22,7 @@ from device_sdk.trainer import evaluate
 from fedge.logs import native_chatter_dropped
 from fedge.manifest import PlanManifest, manifest_path_for
 from simulator.attacks import Adversary, backdoor_examples
+from simulator.audit import AuditPlan, run_audit
 from simulator.clock import RunClock, VirtualClock, WallClock
 from simulator.config import SimulationConfig
 from simulator.device_data import DeviceData
@@ -59,6 +60,8 @@ class Outcome:
     """Per-device accuracy before and after personalizing, when the config asks for it."""
     fairness_devices: list[int] = field(default_factory=list)
     """The device each of ``fairness``'s scores is of (its tier is the population's)."""
+    audit: dict[str, Any] | None = None
+    """The privacy audit's figures (``config.audit``, :func:`simulator.audit.run_audit`)."""
 
 
 def ensure_plan(config: SimulationConfig) -> Path:
@@ -95,9 +98,15 @@ def simulate(config: SimulationConfig) -> Outcome:
         apply_traces(population, config.traces, rng=np.random.default_rng([config.seed, 2]))
     manifests = {manifest.plan_sha256: manifest_path_for(plan_path).read_text()}
     adversary = Adversary.draw(config.attack, devices=config.devices, seed=config.seed)
+    malicious = frozenset() if adversary is None else adversary.malicious
+    audit_plan = AuditPlan.draw(
+        config.audit, devices=config.devices, seed=config.seed, exclude=malicious
+    )
+    if audit_plan is not None:  # the audit's non-members never check in
+        population.gone[sorted(audit_plan.held_out)] = True
     with (
         _coordinator(config) as (url, clock, coordinator),
-        _trainers(config, data, blobs, manifests, adversary) as trainers,
+        _trainers(config, data, blobs, manifests, adversary, audit_plan) as trainers,
     ):
         transport = coordinator.transport if coordinator is not None else None
         admin = AdminClient(url, config.admin_token or ADMIN_TOKEN, transport=transport)
@@ -134,6 +143,9 @@ def simulate(config: SimulationConfig) -> Outcome:
             )
         history = admin.metrics(int(job["id"]))
         registry = evaluator.registry(start)
+        audit = None
+        if audit_plan is not None:
+            audit = _audit(audit_plan, evaluator, final, data, population, history, malicious)
         virtual = clock.now() - start
         client.close()
         admin.close()
@@ -153,6 +165,33 @@ def simulate(config: SimulationConfig) -> Outcome:
         registry=registry,
         personalization=personalized,
         fairness_devices=evaluator.scored_devices,
+        audit=audit,
+    )
+
+
+def _audit(
+    plan: AuditPlan,
+    evaluator: _Evaluator,
+    final: np.ndarray,
+    data: DeviceData,
+    population: Population,
+    history: dict[str, Any],
+    malicious: frozenset[int],
+) -> dict[str, Any]:
+    """The privacy audit of the final model (:func:`simulator.audit.run_audit`)."""
+    log.info("auditing the final model: membership inference and canaries")
+    private = [v["privacy"] for v in history["versions"] if v.get("privacy")]
+    evaluator.runner.set_weights(final)
+    return run_audit(
+        plan,
+        infer=evaluator.runner.infer,
+        examples=data.examples,
+        initial=evaluator.admin.weights(evaluator.job_id, 0),
+        final=final,
+        contributions=population.contributions,
+        privacy=private[-1] if private else None,
+        exclude=malicious,
+        data_mode=data.mode,
     )
 
 
@@ -258,18 +297,23 @@ def _trainers(
     blobs: Path,
     manifests: dict[str, str],
     adversary: Adversary | None = None,
+    audit: AuditPlan | None = None,
 ) -> Iterator[Trainers]:
     trainers: Trainers
     workers = config.workers or os.cpu_count() or 1
     if config.backend == "local" or (config.backend == "process" and workers == 1):
-        trainers = LocalTrainers(Worker(data, blobs, manifests, adversary))
+        trainers = LocalTrainers(Worker(data, blobs, manifests, adversary, audit))
     elif config.backend == "process":
-        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed, adversary)
+        spec = DataSpec(
+            config.dataset, config.devices, config.partition, config.seed, adversary, audit
+        )
         trainers = ProcessTrainers(spec, blobs, manifests, workers=workers)
     else:
         from simulator.ray_backend import RayTrainers
 
-        spec = DataSpec(config.dataset, config.devices, config.partition, config.seed, adversary)
+        spec = DataSpec(
+            config.dataset, config.devices, config.partition, config.seed, adversary, audit
+        )
         trainers = RayTrainers(spec, blobs, manifests, workers=workers, address=config.ray_address)
     try:
         yield trainers

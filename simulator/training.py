@@ -38,6 +38,7 @@ from fedge.errors import ManifestError
 from fedge.manifest import PlanManifest
 from fedge.protocol import Task
 from simulator.attacks import Adversary
+from simulator.audit import AuditPlan
 from simulator.config import PartitionConfig
 from simulator.device_data import DeviceData
 
@@ -51,6 +52,7 @@ class DataSpec:
     partition: PartitionConfig
     seed: int
     adversary: Adversary | None = None  # the malicious devices and their attack, if any
+    audit: AuditPlan | None = None  # the privacy audit's canary devices, if any
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,14 @@ class Worker:
         blobs: Path,
         manifests: dict[str, str],
         adversary: Adversary | None = None,
+        audit: AuditPlan | None = None,
     ) -> None:
         if isinstance(data, DataSpec):
-            adversary = data.adversary
+            adversary, audit = data.adversary, data.audit
             data = DeviceData(data.dataset, data.num_devices, data.partition, seed=data.seed)
         self.data = data
         self.adversary = adversary
+        self.audit = audit
         self.blobs = blobs
         self.manifests = manifests  # plan sha256 -> manifest JSON
         self._runners: dict[str, PlanRunner] = {}
@@ -138,6 +142,8 @@ class Worker:
                 budget=ExampleBudget(task.max_examples),
             )
 
+        if self.audit is not None and self.audit.is_canary(task.device):
+            return self.audit.train(task.device, examples, train, clip_norm=task.task.clip_norm)
         if self.adversary is None:
             return train(*examples)
         poisoning = np.random.default_rng([*task.seed, 23])  # apart from training's shuffles
