@@ -13,6 +13,7 @@ from coordinator.api.deps import (
     AppClock,
     AppSettings,
     AppTelemetry,
+    Arrived,
     Blocking,
     Credentials,
     DeviceCredentials,
@@ -68,7 +69,7 @@ async def register(
     return await offload(work)
 
 
-@router.post(protocol.CHECK_IN, responses={**AUTHENTICATED, **error_responses(404, 413)})
+@router.post(protocol.CHECK_IN, responses={**AUTHENTICATED, **error_responses(404, 413, 503)})
 async def check_in(
     body: EligibilityFacts,
     telemetry: AppTelemetry,
@@ -154,6 +155,7 @@ async def upload_update(
     clock: AppClock,
     settings: AppSettings,
     offload: Blocking,
+    arrived: Arrived,
     base_version: Annotated[
         int,
         Header(
@@ -187,6 +189,7 @@ async def upload_update(
                     num_examples=num_examples,
                     metrics=metrics,
                     now=now,
+                    arrived=arrived,  # liveness as the upload arrived, not after the queue
                 )
         except CoordinatorError as error:
             updates.record_rejection(
@@ -194,7 +197,7 @@ async def upload_update(
             )
             raise
 
-    return await offload(accept)
+    return await offload.priority(accept)
 
 
 @router.post(protocol.HEARTBEAT, responses={**AUTHENTICATED, **error_responses(404, 409)})
@@ -202,11 +205,11 @@ async def heartbeat(
     lease_id: str,
     credentials: Credentials,
     sessions: Sessions,
-    clock: AppClock,
     offload: Blocking,
+    arrived: Arrived,
 ) -> HeartbeatResponse:
     """Still working on the task: keep its lease alive. 409 ``lease_closed``: stop working."""
-    now = clock.now()
+    now = arrived  # alive as it arrived: the time it waits in the server is not the device's
 
     def work() -> HeartbeatResponse:
         with transaction(sessions) as session:
@@ -217,7 +220,7 @@ async def heartbeat(
                 lease_id=lease.id, alive_until=alive_until, deadline=lease.deadline_at
             )
 
-    return await offload(work)
+    return await offload.priority(work)
 
 
 @router.post(
@@ -244,7 +247,7 @@ async def abort(
                 session, device, lease_id, reason=body.reason, detail=body.detail, now=now
             )
 
-    await offload(work)
+    await offload.priority(work)
     return Response(status_code=204)
 
 
@@ -273,7 +276,7 @@ async def report_evaluation(
                 registry.apply_gates(session, job, row.version, now=now)
             return receipt
 
-    return await offload(work)
+    return await offload.priority(work)
 
 
 # Plans and global weights by sha256: what every device of a version downloads, read once.
