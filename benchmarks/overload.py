@@ -129,6 +129,7 @@ class Row:
 
 
 def measure(name: str, threshold: int, plan: Path, args: argparse.Namespace, work: Path) -> Row:
+    (work / name).mkdir()
     with fresh_database("sqlite", work / name) as db_url:
         served = serve_coordinator(
             db_url,
