@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.harness import add_json_argument, emit, export_plan, publish_job, serve_coordinator
 from coordinator.admin_client import AdminClient
+from coordinator.config import HEARTBEAT_GRACE
 from device_sdk.client import CoordinatorClient
 from device_sdk.errors import ProtocolError
 from fedge.protocol import EligibilityFacts, RetryWindow, Task
@@ -43,7 +44,7 @@ from tests.databases import fresh_database
 MODEL = "mnist_mlp"
 ADMIN_TOKEN = "overload-benchmark-admin-token"
 FACTS = EligibilityFacts(num_examples=50)
-KINDS = ("check_in", "heartbeat", "upload")
+KINDS = ("check_in", "download", "heartbeat", "upload")
 
 
 @dataclass
@@ -93,10 +94,10 @@ def run_device(url: str, delta: bytes, args: argparse.Namespace, tally: Tally, s
             if not isinstance(answer, Task):
                 time.sleep(1.0)
                 continue
-            task = answer
-            try:
-                client.download(task.weights_url)
-            except (ProtocolError, httpx.TransportError):
+            task, last_sign = answer, time.monotonic()  # the lease was alive as its answer came
+            if isinstance(
+                timed(tally, "download", partial(client.download, task.weights_url)), Exception
+            ):
                 continue
             vanish_at = args.train * rng.random() if rng.random() < args.vanish else None
             trained, alive = 0.0, True
@@ -108,10 +109,16 @@ def run_device(url: str, delta: bytes, args: argparse.Namespace, tally: Tally, s
                     break
                 time.sleep(step)
                 trained += step
+                sent = time.monotonic()
                 beat = timed(tally, "heartbeat", partial(client.heartbeat, task))
                 if isinstance(beat, ProtocolError) and beat.status == 409:
+                    # Silent longer than the grace as the device itself measures it (a slow
+                    # download, a slow previous answer), or refused within it: the server's loss.
+                    late = sent - last_sign > HEARTBEAT_GRACE * args.heartbeat
+                    tally.add("heartbeat", None, "409 after a silence" if late else "409 in grace")
                     alive = False
                     break
+                last_sign = sent
             if alive:
                 timed(tally, "upload", partial(client.upload, task, delta, num_examples=50))
 
@@ -214,7 +221,8 @@ def main() -> None:
         print(
             f"{row.config:8} p50/p99 ms  check-in {row.p50_ms['check_in']:.0f}/"
             f"{row.p99_ms['check_in']:.0f}  heartbeat {row.p50_ms['heartbeat']:.0f}/"
-            f"{row.p99_ms['heartbeat']:.0f}  upload {row.p50_ms['upload']:.0f}/"
+            f"{row.p99_ms['heartbeat']:.0f}  download {row.p50_ms['download']:.0f}/"
+            f"{row.p99_ms['download']:.0f}  upload {row.p50_ms['upload']:.0f}/"
             f"{row.p99_ms['upload']:.0f}  versions {row.versions}"
         )
         print(f"         {row.outcomes}")
@@ -224,7 +232,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "overload",
-            "args": vars(args) | {"plans": str(args.plans)},
+            "args": vars(args) | {"plans": str(args.plans), "json": str(args.json)},
             "rows": [asdict(r) for r in rows],
         },
         args.json,
