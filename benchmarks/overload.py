@@ -115,7 +115,10 @@ def run_device(url: str, delta: bytes, args: argparse.Namespace, tally: Tally, s
                     # Silent longer than the grace as the device itself measures it (a slow
                     # download, a slow previous answer), or refused within it: the server's loss.
                     late = sent - last_sign > HEARTBEAT_GRACE * args.heartbeat
-                    tally.add("heartbeat", None, "409 after a silence" if late else "409 in grace")
+                    which = "first" if trained == step else "later"
+                    how = "closed" if " is " in beat.message else "overdue on arrival"
+                    label = "after a silence" if late else f"in grace ({which}, {how})"
+                    tally.add("heartbeat", None, f"409 {label}")
                     alive = False
                     break
                 last_sign = sent

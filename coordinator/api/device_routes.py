@@ -81,10 +81,13 @@ async def check_in(
 ) -> CheckInResponse:
     """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
     telemetry.check_ins.inc()
-    now = clock.now()
 
     def work() -> CheckInResponse:
         with transaction(sessions) as session:
+            # Now, once the transaction holds the database (SQLite's writers wait for its lock
+            # at BEGIN): a new lease's heartbeat grace is not spent in the server's queue.
+            session.connection()
+            now = clock.now()
             device = credentials.device(session, now=now)
             return leasing.check_in(session, device, body, now=now, settings=settings)
 
