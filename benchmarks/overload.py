@@ -150,7 +150,7 @@ def measure(name: str, threshold: int, plan: Path, args: argparse.Namespace, wor
                 "FEDGE_RATE_LIMIT_PER_MINUTE": "100000",
                 "FEDGE_RETRY_MIN_SECONDS": "1",
                 "FEDGE_RETRY_MAX_SECONDS": "10",
-                "FEDGE_SHED_RETRY_AFTER_SECONDS": "2",
+                "FEDGE_SHED_RETRY_AFTER_SECONDS": str(args.retry_after),
             },
         )
         with served:
@@ -207,6 +207,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="load per configuration")
     parser.add_argument("--concurrency", type=int, default=100, help="the job's leases at once")
     parser.add_argument("--threshold", type=int, default=32, help="shed above this in flight")
+    parser.add_argument("--retry-after", type=float, default=10.0, help="a shed's Retry-After")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat_seconds")
     parser.add_argument("--train", type=float, default=6.0, help="seconds a task 'trains'")
     parser.add_argument("--vanish", type=float, default=0.3, help="fraction of tasks lost")
