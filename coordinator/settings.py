@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         1.0, description="how often leases and round deadlines are checked"
     )
+    shed_check_ins_above: int | None = Field(
+        256,
+        ge=1,
+        description="requests in flight in one process at which new check-ins are answered 503 "
+        "overloaded with Retry-After (heartbeats and uploads never are); unset: never shed",
+    )
+    shed_retry_after_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a shed check-in's Retry-After is drawn from [this, twice this] seconds",
+    )
+    priority_threads: int = Field(
+        16,
+        ge=1,
+        description="worker threads of the lane that serves working devices' heartbeats, "
+        "uploads and aborts apart from check-ins",
+    )
     allow_seeded_noise: bool = Field(
         False,
         description="accept DP jobs with a reproducible noise seed (the simulator's; never in "

@@ -118,6 +118,9 @@ class Reason(StrEnum):
     # Never sent to a device: an accepted update its version's zeroing replaced by zeros
     # (coordinator.services.defences), counted with the refusals for operators.
     ZEROED = "zeroed"
+    # 503: the coordinator sheds new check-ins under overload (Retry-After says when to return);
+    # a working device's heartbeats and uploads are never shed.
+    OVERLOADED = "overloaded"
 
 
 # Statuses that mean a lease is gone (closed, unknown, not this device's): stop working on it.

@@ -24,6 +24,7 @@ from starlette.types import Scope
 from coordinator.api import admin_routes, dashboard_routes, device_routes, registry_routes
 from coordinator.api.limits import RequestEdges
 from coordinator.api.offload import Offload
+from coordinator.api.shedding import AdmissionControl, Backlog
 from coordinator.db.migrate import upgrade
 from coordinator.db.session import make_engine, make_session_factory
 from coordinator.errors import CoordinatorError, RateLimited
@@ -76,7 +77,8 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.sessions = sessions or make_session_factory(engine)
-    app.state.offload = Offload(inline=inline_blocking)
+    app.state.offload = Offload(inline=inline_blocking, priority_threads=settings.priority_threads)
+    app.state.backlog = Backlog()
     app.state.limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_url)
     app.state.telemetry = Telemetry(app.state.sessions)
     if settings.admin_token is not None:
@@ -96,6 +98,15 @@ def create_app(
 
     app.add_middleware(_TimeRequests, telemetry=app.state.telemetry)
     app.add_middleware(RequestEdges, json_limit=settings.max_json_body_bytes)
+    # Outermost: arrival stamped first, check-ins shed before any other work (api/shedding.py).
+    app.add_middleware(
+        AdmissionControl,
+        clock=clock,
+        backlog=app.state.backlog,
+        limit=settings.shed_check_ins_above,
+        retry_after=settings.shed_retry_after_seconds,
+        registry=app.state.telemetry.registry,
+    )
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -161,12 +172,19 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _sweep_forever(app: FastAPI) -> None:
-    """Expire silent leases and overdue rounds, so nothing waits on a dead device."""
+    """Expire silent leases and overdue rounds, so nothing waits on a dead device.
+
+    Leases get the backlog's slack: none is expired while a request that arrived in its
+    lifetime still waits in this process (:meth:`Backlog.slack`).
+    """
     settings: Settings = app.state.settings
+    backlog: Backlog = app.state.backlog
     while True:
         await asyncio.sleep(settings.expiry_sweep_seconds)
         try:
-            await asyncio.to_thread(sweep, app.state.sessions, now=app.state.clock.now())
+            now = app.state.clock.now()
+            slack = backlog.slack(now)
+            await asyncio.to_thread(sweep, app.state.sessions, now=now, slack=slack)
         except Exception:  # keep sweeping; a failed sweep is retried on the next tick
             log.exception("lease sweep failed")
 

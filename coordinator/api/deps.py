@@ -46,6 +46,15 @@ async def _offload(request: Request) -> Offload:
     return offload
 
 
+async def _arrived(request: Request) -> float:
+    """When the request reached the app (stamped by api/shedding.py's middleware)."""
+    arrived = getattr(request.state, "arrived", None)
+    if isinstance(arrived, float):
+        return arrived
+    clock: Clock = request.app.state.clock
+    return clock.now()
+
+
 async def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     return bearer_token(authorization)
 
@@ -57,6 +66,8 @@ BearerToken = Annotated[str, Depends(_bearer)]
 AppTelemetry = Annotated[Telemetry, Depends(_telemetry)]
 # Blocking work (database, numpy) goes through this: a threadpool under uvicorn, inline in-process.
 Blocking = Annotated[Offload, Depends(_offload)]
+# When the request arrived: a working device's liveness is judged then, not after the queue.
+Arrived = Annotated[float, Depends(_arrived)]
 
 
 # A device's token digest -> its id, once a transaction that authenticated it committed. A
@@ -151,7 +162,7 @@ async def _upload_credentials(
         with transaction(sessions, read_only=True) as session:
             return _authenticate(session, token).id
 
-    device_id: str = known if isinstance(known, str) else await offload(authenticate)
+    device_id: str = known if isinstance(known, str) else await offload.priority(authenticate)
     limiter: DeviceRateLimit = request.app.state.limiter
     limiter.charge(device_id, now=clock.now())
     return UploadCredentials(token, device_id)

@@ -14,6 +14,7 @@ from coordinator.api.deps import (
     AppClock,
     AppSettings,
     AppTelemetry,
+    Arrived,
     Blocking,
     Credentials,
     DeviceCredentials,
@@ -69,7 +70,7 @@ async def register(
     return await offload(work)
 
 
-@router.post(protocol.CHECK_IN, responses={**AUTHENTICATED, **error_responses(404, 413)})
+@router.post(protocol.CHECK_IN, responses={**AUTHENTICATED, **error_responses(404, 413, 503)})
 async def check_in(
     body: EligibilityFacts,
     telemetry: AppTelemetry,
@@ -81,10 +82,13 @@ async def check_in(
 ) -> CheckInResponse:
     """Report eligibility facts; get a task under a lease, or a retry window to jitter within."""
     telemetry.check_ins.inc()
-    now = clock.now()
 
     def work() -> CheckInResponse:
         with transaction(sessions) as session:
+            # Now, once the transaction holds the database (SQLite's writers wait for its lock
+            # at BEGIN): a new lease's heartbeat grace is not spent in the server's queue.
+            session.connection()
+            now = clock.now()
             device = credentials.device(session, now=now)
             answer = leasing.check_in(session, device, body, now=now, settings=settings)
             serve = rollout.inference_for(session, device.id)
@@ -157,6 +161,7 @@ async def upload_update(
     clock: AppClock,
     settings: AppSettings,
     offload: Blocking,
+    arrived: Arrived,
     base_version: Annotated[
         int,
         Header(
@@ -190,6 +195,7 @@ async def upload_update(
                     num_examples=num_examples,
                     metrics=metrics,
                     now=now,
+                    arrived=arrived,  # liveness as the upload arrived, not after the queue
                 )
         except CoordinatorError as error:
             updates.record_rejection(
@@ -197,7 +203,7 @@ async def upload_update(
             )
             raise
 
-    return await offload(accept)
+    return await offload.priority(accept)
 
 
 @router.post(protocol.HEARTBEAT, responses={**AUTHENTICATED, **error_responses(404, 409)})
@@ -205,11 +211,11 @@ async def heartbeat(
     lease_id: str,
     credentials: Credentials,
     sessions: Sessions,
-    clock: AppClock,
     offload: Blocking,
+    arrived: Arrived,
 ) -> HeartbeatResponse:
     """Still working on the task: keep its lease alive. 409 ``lease_closed``: stop working."""
-    now = clock.now()
+    now = arrived  # alive as it arrived: the time it waits in the server is not the device's
 
     def work() -> HeartbeatResponse:
         with transaction(sessions) as session:
@@ -220,7 +226,7 @@ async def heartbeat(
                 lease_id=lease.id, alive_until=alive_until, deadline=lease.deadline_at
             )
 
-    return await offload(work)
+    return await offload.priority(work)
 
 
 @router.post(
@@ -247,7 +253,7 @@ async def abort(
                 session, device, lease_id, reason=body.reason, detail=body.detail, now=now
             )
 
-    await offload(work)
+    await offload.priority(work)
     return Response(status_code=204)
 
 
@@ -276,7 +282,7 @@ async def report_evaluation(
                 rollout.apply_gates(session, job, row.version, now=now)
             return receipt
 
-    return await offload(work)
+    return await offload.priority(work)
 
 
 @router.get(

@@ -31,6 +31,7 @@ ERRORS: dict[int, str] = {
     415: "unsupported Content-Type",
     422: "a request that does not match the schema",
     429: "too many requests from one device (see Retry-After)",
+    503: "overloaded: new check-ins are shed (see Retry-After); working devices are served",
 }
 
 

@@ -169,22 +169,27 @@ def owned_lease(session: Session, device: Device, lease_id: str, *, lock: bool =
     return lease
 
 
-def expire_leases(session: Session, job_id: int, *, now: float) -> int:
+def expire_leases(session: Session, job_id: int, *, now: float, slack: float = 0.0) -> int:
     """Record as EXPIRED a job's active leases past their deadline or silent too long.
 
     Such a lease is already dead — :meth:`Lease.live` leaves it out of every count, and its
     upload or heartbeat is refused — so no vanished device ever holds a slot or a round; this
     only writes it down (the periodic sweep calls it). Returns how many it closed.
+
+    Liveness is judged at ``now - slack``: with requests queued in the server for ``slack``
+    seconds, a heartbeat or upload that arrived while its lease lived may still be on its way,
+    and a lease closed under it would refuse the device's finished work for the server's delay.
     """
+    alive_at = now - slack
     overdue = session.scalars(
         select(Lease).where(
             Lease.job_id == job_id,
             Lease.status == LeaseStatus.ACTIVE,
-            or_(Lease.deadline_at < now, Lease.alive_until < now),
+            or_(Lease.deadline_at < alive_at, Lease.alive_until < alive_at),
         )
     ).all()
     for lease in overdue:
-        lease.close(LeaseStatus.EXPIRED, lease.overdue(now) or "deadline", now)
+        lease.close(LeaseStatus.EXPIRED, lease.overdue(alive_at) or "deadline", now)
     return len(overdue)
 
 

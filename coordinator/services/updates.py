@@ -67,20 +67,23 @@ def upload(
     num_examples: int,
     metrics: dict[str, Any],
     now: float,
+    arrived: float | None = None,
 ) -> UploadReceipt:
     """Accept one update for ``lease_id``; a retry of an accepted upload is acknowledged again.
 
     The payload is decoded, checked and stored before the job's row is locked: the lock
     serialises every upload of a job, so only the state checks and the version step are
-    done while holding it.
+    done while holding it. The lease's liveness is judged at ``arrived`` (when the request
+    reached the server; default ``now``): waiting in the server's queue is not the device's.
     """
+    alive_at = now if arrived is None else min(arrived, now)
     lease = owned_lease(session, device, lease_id)
     job = get_job(session, lease.job_id)  # no lock yet: plan and config never change
     digest = hashlib.sha256(body).hexdigest()
     received = body
     if lease.status == LeaseStatus.COMPLETED:
         return _replay(session, job, lease, digest)
-    _check_lease(lease, base_version=base_version, now=now)
+    _check_lease(lease, base_version=base_version, now=alive_at)
     if not 1 <= num_examples <= MAX_EXAMPLES:
         raise BadRequest(f"num_examples must lie in [1, {MAX_EXAMPLES}], got {num_examples}")
 
@@ -108,7 +111,7 @@ def upload(
         session.refresh(lease, with_for_update=True)
     if _completed(lease):  # re-read under the lock: a concurrent retry of this upload won
         return _replay(session, job, lease, digest)
-    _check_lease(lease, base_version=base_version, now=now)
+    _check_lease(lease, base_version=base_version, now=alive_at)
     refuse_if_ended(job, lease.id)  # a lease issued while the job was being stopped
     staleness = job.current_version - lease.base_version
     if job.mode == JobMode.ASYNC and staleness > config.aggregation.max_staleness:

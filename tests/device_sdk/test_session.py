@@ -120,6 +120,15 @@ def test_retry_after_is_honoured():
     assert sleep == Sleep(17.0, "check-in failed: rate_limited")
 
 
+def test_a_check_in_shed_by_an_overloaded_coordinator_waits_its_retry_after_and_checks_in_again():
+    session, _ = start()
+
+    sleep = session.send(Failure(503, Reason.OVERLOADED, retry_after=12.0))
+
+    assert sleep == Sleep(12.0, "check-in failed: overloaded")
+    assert isinstance(session.send(None), CheckIn)
+
+
 def test_a_lost_upload_is_retried_with_the_same_bytes_until_it_is_acknowledged():
     session, _ = start()
     upload = through_training(session)
