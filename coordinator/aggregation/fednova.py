@@ -53,6 +53,8 @@ def local_step_norm(
         return (steps - momentum * (1 - momentum**steps) / (1 - momentum)) / (1 - momentum)
     if momentum == 0:
         shrink = learning_rate * mu
+        if shrink == 0:  # ημ underflowed (a subnormal μ): the limit τ, as without μ
+            return float(steps)
         if shrink < 1:  # expm1/log1p: exact for a tiny ημ, where 1 − (1 − ημ)^τ cancels
             return -math.expm1(steps * math.log1p(-shrink)) / shrink
         return (1 - (1 - shrink) ** steps) / shrink

@@ -347,7 +347,7 @@ def test_a_plan_the_runtime_cannot_load_is_reported_with_its_cause(
 
     stats = agent.run()
 
-    assert server.aborts == [("lease-1", "error")]  # the protocol's reason...
+    assert server.aborts == [("lease-1", "bad_plan")]  # the protocol's reason...
     [detail] = server.abort_details  # ...and the cause in words
     assert detail.startswith("bad_plan: the plan does not expose Fedge's signatures")
     assert stats.aborts == 1 and agent.every_task_failed()

@@ -233,11 +233,13 @@ def test_an_agent_whose_every_task_failed_exits_1_and_names_the_cause(coordinato
     coordinator.create_job(publish_broken_plan(coordinator, tmp_path / "plans"), mode="async")
     write_examples(tmp_path / "examples", time.time())
 
-    finished = start_agent(coordinator.url, tmp_path, max_tasks=2).wait(timeout=60)
+    # One task: a device that reported a plan it cannot run is not leased that plan again.
+    finished = start_agent(coordinator.url, tmp_path, max_tasks=1).wait(timeout=60)
 
     log = (tmp_path / "agent.log").read_text()
     assert finished == 1, log
     assert "(bad_plan: the plan does not expose Fedge's signatures" in log
-    assert "every task failed (2): exiting with status 1" in log
-    closed = query(coordinator.db_url, "SELECT close_reason FROM leases")
-    assert [reason for (reason,) in closed] == ["aborted:error"] * 2
+    assert "every task failed (1): exiting with status 1" in log
+    closed = query(coordinator.db_url, "SELECT close_reason, abort_detail FROM leases")
+    assert [reason for (reason, _) in closed] == ["aborted:bad_plan"]
+    assert closed[0][1].startswith("bad_plan: the plan does not expose Fedge's signatures")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +25,15 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _ray(*args: str) -> None:
-    subprocess.run([RAY, *args], check=True, capture_output=True, timeout=180)
+def _ray(*args: str, attempts: int = 1) -> None:
+    """Run ``ray ARGS``; a join is retried (a loaded machine's head may not take it at once)."""
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run([RAY, *args], capture_output=True, text=True, timeout=180)
+        if done.returncode == 0:
+            return
+        if attempt == attempts:
+            raise RuntimeError(f"ray {' '.join(args)} failed: {done.stderr[-2000:]}")
+        time.sleep(5)
 
 
 @pytest.fixture
@@ -35,10 +43,10 @@ def two_node_cluster() -> Iterator[str]:
         pytest.skip("the ray command is not installed")
     address = f"127.0.0.1:{free_port()}"
     host, port = address.split(":")
-    common = ("--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", host)
+    common = ("--num-cpus", "1", "--disable-usage-stats")
     _ray("start", "--head", "--port", port, "--include-dashboard", "false", *common)
     try:
-        _ray("start", "--address", address, *common)
+        _ray("start", "--address", address, *common, attempts=3)
         yield address
     finally:
         _ray("stop", "--force")
