@@ -76,6 +76,18 @@ class GroupedTransaction:
             self.connection.commit()
         self.pending = 0
 
+    def abandon(self) -> None:
+        """Undo everything since the last commit: a request was cut short (Ctrl-C) mid-way.
+
+        The interrupted request may have left its savepoint, or the connection, unusable; the
+        last commit (the latest upload's, before its receipt) is the state nobody was lied to
+        about, so the group goes back to it.
+        """
+        if self.connection.in_transaction() or self.connection.invalidated:
+            self.connection.rollback()
+        forget(self.engine)  # rows read inside it may never have been committed
+        self.pending = 0
+
     def close(self, *, commit: bool) -> None:
         """Commit (or roll back) what is left and give the connection back."""
         if commit:
@@ -112,12 +124,26 @@ class ASGIBridge(httpx.BaseTransport):
         group = self._group
         if group is not None:
             group.open()
-        response = self._loop.run_until_complete(roundtrip())
+        try:
+            response = self._loop.run_until_complete(roundtrip())
+        except KeyboardInterrupt:  # Ctrl-C mid-request: finish it off, then undo its work
+            self._cancel_pending()
+            if group is not None:
+                group.abandon()
+            raise
         if group is not None and (
             _UPLOAD.match(request.url.path) or group.pending >= GROUP_REQUESTS
         ):
             group.commit()  # before the device reads its receipt
         return response
+
+    def _cancel_pending(self) -> None:
+        """Cancel what the interrupted request left on the loop, so it never runs on later."""
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     def close(self) -> None:
         """Close the event loop."""
