@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 import fedge
+from coordinator.aggregation.evaluation import worst_share_mean
 from simulator.fleet import FleetStats
 from simulator.personalization import summarize as personalization_summary
-from simulator.run import Outcome, worst_share_mean
+from simulator.run import Outcome
 
 FAIRNESS_BINS = 20
 """Bins of the per-device accuracy histogram in ``summary.json`` (equal widths over 0–100 %)."""

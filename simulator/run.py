@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import resource
 import time
@@ -513,12 +512,3 @@ class _Minutes:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def worst_share_mean(scores: list[float], share: float = 0.1) -> float:
-    """Mean of the lowest ``share`` of ``scores`` (fairness: the worst-off devices)."""
-    if not scores:
-        return math.nan
-    ordered = np.sort(np.asarray(scores))
-    k = max(1, math.ceil(share * ordered.size))
-    return float(ordered[:k].mean())
